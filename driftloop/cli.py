@@ -1,0 +1,183 @@
+"""The `driftloop` command: one subcommand per flow."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from driftloop.errors import DriftloopError
+
+app = typer.Typer(
+    help="Keep a production language model healthy: ingest, monitor, curate, improve.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+LakeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--lake",
+        help="Lake folder or s3://bucket/prefix [env DRIFTLOOP_LAKE].",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[
+    bool,
+    typer.Option("--json", help="Print one JSON object on stdout instead of a table."),
+]
+
+
+def _embedded_defaults() -> None:
+    """Keep laptop mode offline and self-contained unless the user chose otherwise."""
+    from driftloop.settings import HomeSettings
+
+    home = HomeSettings().home.expanduser().absolute()
+    if "PREFECT_HOME" not in os.environ:
+        (home / "prefect").mkdir(parents=True, exist_ok=True)
+        os.environ["PREFECT_HOME"] = str(home / "prefect")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+@app.callback()
+def main() -> None:
+    _embedded_defaults()
+
+
+def _lake(lake: str | None) -> str:
+    from driftloop.settings import HomeSettings
+
+    return lake or HomeSettings().lake_uri()
+
+
+def _print(result: dict[str, Any], as_json: bool, title: str) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(result, default=str) + "\n")
+        return
+    table = Table(title=title, show_header=False)
+    for key, value in result.items():
+        table.add_row(
+            key, ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+        )
+    Console().print(table)
+
+
+def _fail(exc: DriftloopError) -> None:
+    err.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def ingest(
+    source: Annotated[
+        str,
+        typer.Option(
+            help="Folder or s3://bucket/prefix of .jsonl, .jsonl.gz, .parquet logs."
+        ),
+    ],
+    lake: LakeOption = None,
+    mapping: Annotated[
+        Path | None,
+        typer.Option(
+            help="JSON file mapping schema fields to your field names (dotted paths)."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Land new log objects in the lake, each record exactly once."""
+    from flows.ingest import IngestParams
+    from flows.ingest import ingest as ingest_flow
+
+    try:
+        params = IngestParams(
+            source=source, lake=_lake(lake), mapping=str(mapping) if mapping else None
+        )
+        result = ingest_flow(params)
+    except DriftloopError as exc:
+        _fail(exc)
+    _print(result, as_json, "ingest")
+    if result["failed_objects"]:
+        err.print(
+            f"[yellow]{len(result['failed_objects'])} object(s) could not be read; "
+            "they stay pending and the next run retries them.[/]"
+        )
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option(help="Folder to write hourly log files into.")],
+    days: Annotated[int, typer.Option(min=1, max=366, help="Days of traffic.")] = 14,
+    per_day: Annotated[
+        int, typer.Option(min=1, help="Interactions per day per use case.")
+    ] = 1000,
+    seed: Annotated[
+        int, typer.Option(help="Random seed; the same seed gives the same bytes.")
+    ] = 0,
+    scenario: Annotated[
+        str, typer.Option(help="none, new-topic, quality-drop or language-shift.")
+    ] = "new-topic",
+    drift_day: Annotated[
+        int, typer.Option(min=0, help="Day index (from 0) the scenario starts.")
+    ] = 10,
+    drift_share: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Share of traffic the new topic takes."),
+    ] = 0.15,
+    start: Annotated[
+        str, typer.Option(help="First day, YYYY-MM-DD (UTC).")
+    ] = "2026-11-01",
+    model: Annotated[
+        list[str] | None,
+        typer.Option(help="Use case (repeatable): support-assistant, sales-assistant."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write realistic production traffic, with a chosen drift, as hourly log files."""
+    from tasks.simulate import SimulationConfig
+    from tasks.simulate import simulate as run_simulation
+
+    try:
+        config = SimulationConfig(
+            days=days,
+            per_day=per_day,
+            seed=seed,
+            scenario=scenario,
+            drift_day=drift_day,
+            drift_share=drift_share,
+            start=date.fromisoformat(start),
+            models=tuple(model or ("support-assistant",)),
+        )
+    except ValueError as exc:
+        _fail(DriftloopError(str(exc)))
+    summary = run_simulation(out, config)
+    _print(
+        {k: v for k, v in summary.__dict__.items() if not isinstance(v, dict | list)},
+        as_json,
+        f"simulated traffic in {out}",
+    )
+
+
+@app.command()
+def schema() -> None:
+    """Print the canonical interaction schema."""
+    from driftloop.schema import FIELDS
+
+    table = Table(title="interaction schema")
+    for column in ("field", "type", "required", "meaning"):
+        table.add_column(column)
+    for name, dtype, nullable, doc in FIELDS:
+        table.add_row(name, str(dtype), "" if nullable else "yes", doc)
+    Console().print(table)

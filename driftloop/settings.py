@@ -1,0 +1,72 @@
+"""Settings, one class per concern, read from `DRIFTLOOP_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class HomeSettings(BaseSettings):
+    """Where the embedded (laptop) mode keeps its state."""
+
+    model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_", extra="ignore")
+
+    home: Path = Field(
+        Path(".driftloop"),
+        description="Folder for local state: the default lake, MLflow store, caches.",
+    )
+    lake: str = Field(
+        "",
+        description="Lake URI, a folder or s3://bucket/prefix; default <home>/lake.",
+    )
+
+    def lake_uri(self) -> str:
+        return self.lake or str(self.home / "lake")
+
+
+class S3Settings(BaseSettings):
+    """How boto3 reaches S3; credentials and region come from the usual AWS settings."""
+
+    model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_S3_", extra="ignore")
+
+    endpoint_url: str | None = Field(
+        None,
+        description="S3-compatible endpoint; unset: AWS_ENDPOINT_URL or AWS itself.",
+    )
+    checksums: Literal["when_supported", "when_required"] | None = Field(
+        None,
+        description=(
+            "Request checksum behaviour. Several S3-compatible stores reject boto3's "
+            "default checksums: set when_required for them. Unset: boto3's default."
+        ),
+    )
+    max_attempts: int = Field(
+        8,
+        ge=1,
+        le=20,
+        description="Attempts per request, with backoff, on throttling, 5xx, resets.",
+    )
+    connect_timeout_s: float = Field(
+        10, gt=0, description="Connection timeout in seconds."
+    )
+    read_timeout_s: float = Field(60, gt=0, description="Read timeout in seconds.")
+
+
+class IngestSettings(BaseSettings):
+    """Tuning for ingestion; the defaults suit hourly log files."""
+
+    model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_INGEST_", extra="ignore")
+
+    rows_per_part: int = Field(
+        200_000,
+        ge=1_000,
+        description="Rows buffered before a part is written; bounds memory per object.",
+    )
+    objects_per_commit: int = Field(
+        50,
+        ge=1,
+        description="Objects landed between manifest commits; a crash redoes these.",
+    )

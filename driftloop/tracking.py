@@ -1,0 +1,117 @@
+"""MLflow wiring: where runs go, how they end, and what never goes into them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from driftloop.settings import HomeSettings
+
+log = logging.getLogger(__name__)
+
+# Query parameters that carry secrets in presigned or token-bearing URLs.
+_SECRET_PARAMS = re.compile(
+    r"(signature|credential|token|secret|password|passwd|key|sig|auth)", re.IGNORECASE
+)
+
+
+def strip_credentials(uri: str) -> str:
+    """Remove user, password and secret query parameters from a URI."""
+    parts = urlsplit(uri)
+    if not parts.scheme or parts.scheme == "file":
+        return uri
+    host = parts.netloc.rsplit("@", 1)[-1]
+    query = urlencode(
+        [(k, v) for k, v in parse_qsl(parts.query) if not _SECRET_PARAMS.search(k)]
+    )
+    return urlunsplit((parts.scheme, host, parts.path, query, parts.fragment))
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI when set, else a SQLite store under the driftloop home."""
+    explicit = os.environ.get("MLFLOW_TRACKING_URI")
+    if explicit:
+        return explicit
+    home = HomeSettings().home.expanduser().absolute()
+    return f"sqlite:///{home / 'mlflow.db'}"
+
+
+def _local_artifact_root() -> Path:
+    return (HomeSettings().home / "mlartifacts").expanduser().absolute()
+
+
+def experiment_id(name: str) -> str:
+    """Return the experiment's id, creating it (with local artifacts by default)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if "MLFLOW_TRACKING_URI" not in os.environ:
+        # Without a server, MLflow would put artifacts in ./mlruns of whatever folder
+        # the command ran from; keep them beside the store instead.
+        location = (_local_artifact_root() / name).as_uri()
+    try:
+        return mlflow.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:
+        # Another process created it between our lookup and create.
+        return mlflow.get_experiment_by_name(name).experiment_id
+
+
+def prefect_context() -> dict[str, str]:
+    """Tags that tie an MLflow run to the Prefect flow run it belongs to, if any."""
+    try:
+        from prefect.runtime import flow_run
+    except ImportError:
+        return {}
+    run_id = flow_run.get_id()
+    if not run_id:
+        return {}
+    tags = {"prefect.flow_run_id": str(run_id), "prefect.flow_run_name": flow_run.name}
+    ui_url = (
+        flow_run.get_flow_run_ui_url()
+        if hasattr(flow_run, "get_flow_run_ui_url")
+        else None
+    )
+    if ui_url:
+        tags["prefect.flow_run_url"] = ui_url
+    return tags
+
+
+@contextmanager
+def run(
+    experiment: str, run_name: str | None = None, tags: dict[str, Any] | None = None
+) -> Iterator[Any]:
+    """Open an MLflow run that always ends: FINISHED, FAILED, or KILLED."""
+    import mlflow
+
+    exp = experiment_id(experiment)
+    all_tags = {**prefect_context(), **{k: str(v) for k, v in (tags or {}).items()}}
+    active = mlflow.start_run(experiment_id=exp, run_name=run_name, tags=all_tags)
+    try:
+        yield active
+    except (KeyboardInterrupt, SystemExit):
+        mlflow.end_run(status="KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    mlflow.end_run(status="FINISHED")
+
+
+def log_report(summary: dict[str, Any], artifact: str = "summary.json") -> None:
+    """Log a stage's figures as metrics and its whole summary as a JSON artifact."""
+    import mlflow
+
+    metrics = {k: v for k, v in summary.items() if isinstance(v, int | float)}
+    metrics.update({k: len(v) for k, v in summary.items() if isinstance(v, list)})
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+    mlflow.log_dict(summary, artifact)

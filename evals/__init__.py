@@ -1,0 +1,1 @@
+"""Evaluation of challenger against champion."""

@@ -1,0 +1,1 @@
+"""Prefect flows: each file wires the tasks of one business step."""

@@ -1,0 +1,1 @@
+"""The logic of each step as plain typed functions, unit-tested directly."""
