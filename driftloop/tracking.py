@@ -7,7 +7,6 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -35,30 +34,29 @@ def strip_credentials(uri: str) -> str:
 
 def tracking_uri() -> str:
     """MLFLOW_TRACKING_URI when set, else a SQLite store under the driftloop home."""
-    explicit = os.environ.get("MLFLOW_TRACKING_URI")
-    if explicit:
-        return explicit
+    return os.environ.get("MLFLOW_TRACKING_URI") or _local_store_uri()
+
+
+def _local_store_uri() -> str:
     home = HomeSettings().home.expanduser().absolute()
     return f"sqlite:///{home / 'mlflow.db'}"
-
-
-def _local_artifact_root() -> Path:
-    return (HomeSettings().home / "mlartifacts").expanduser().absolute()
 
 
 def experiment_id(name: str) -> str:
     """Return the experiment's id, creating it (with local artifacts by default)."""
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri())
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
     location = None
-    if "MLFLOW_TRACKING_URI" not in os.environ:
-        # Without a server, MLflow would put artifacts in ./mlruns of whatever folder
-        # the command ran from; keep them beside the store instead.
-        location = (_local_artifact_root() / name).as_uri()
+    if uri.startswith("sqlite:///") or uri.startswith("postgresql"):
+        # Without a server MLflow puts artifacts in ./mlruns of whatever folder the
+        # command ran from; keep them beside the store instead.
+        home = HomeSettings().home.expanduser().absolute()
+        location = (home / "mlartifacts" / name).as_uri()
     try:
         return mlflow.create_experiment(name, artifact_location=location)
     except mlflow.exceptions.MlflowException:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,12 +26,16 @@ from driftloop.errors import DriftloopError, InvalidRecord
 from driftloop.schema import INTERACTION_SCHEMA, QUARANTINE_SCHEMA
 from driftloop.settings import IngestSettings
 from driftloop.storage import ObjectInfo, Store, iter_lines
-from tasks.lake import DedupIndex, Entry, Lake, id_hash, object_id
+from tasks.fast_records import normalize_block
+from tasks.lake import DedupIndex, Entry, Lake, id_hashes, object_id
 from tasks.records import normalize, parse_line
 
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
+# Lines normalised together by Arrow; a block that fails is bisected down to this.
+BLOCK_LINES = 4096
+MIN_FAST_BLOCK = 16
 
 
 @dataclass
@@ -139,127 +144,203 @@ def land_object(
     settings: IngestSettings,
 ) -> tuple[ObjectResult, Entry | None]:
     """Read one object, write its parts and quarantine; return its manifest entry."""
-    uri = source.describe(info.key)
-    oid = object_id(uri, info.etag)
-    result = ObjectResult(info)
-    rows: list[dict[str, Any]] = []
-    bad: list[dict[str, Any]] = []
-    fresh: list[int] = []
-    in_object: set[int] = set()
-    parts: list[str] = []
-    landed: list[int] = []
-    chunk = 0
-    now = datetime.now(UTC)
+    landing = _Landing(source.describe(info.key), info, lake, index, mapping, settings)
     try:
-        for line_no, raw, record in _records(source, info):
-            result.read += 1
-            try:
-                if record is None:
-                    record = parse_line(raw)
-                row = normalize(record, mapping)
-            except InvalidRecord as exc:
-                bad.append(
-                    {
-                        "source": uri,
-                        "source_line": line_no,
-                        "raw": raw,
-                        "reason": exc.reason,
-                        "quarantined_at": now,
-                    }
-                )
-                continue
-            h = id_hash(row["request_id"])
-            if h in in_object:
-                result.duplicates += 1
-                continue
-            in_object.add(h)
-            fresh.append(h)
-            row["source"], row["source_line"] = uri, line_no
-            rows.append(row)
-            if len(rows) >= settings.rows_per_part:
-                written, kept = _flush(lake, rows, fresh, index, oid, chunk, result)
-                parts, landed, rows, fresh, chunk = (
-                    parts + written,
-                    landed + kept,
-                    [],
-                    [],
-                    chunk + 1,
-                )
-        written, kept = _flush(lake, rows, fresh, index, oid, chunk, result)
-        parts, landed = parts + written, landed + kept
+        for block in read_blocks(source, info):
+            landing.add(block)
+        landing.write_chunk()
     except (OSError, EOFError, ValueError, DriftloopError, pa.ArrowException) as exc:
-        result.error = f"{type(exc).__name__}: {exc}"
-        log.warning("object=%s failed, left for the next run: %s", uri, result.error)
-        return result, None
+        return landing.failed(exc), None
     except Exception as exc:  # botocore's errors share no base with the ones above
         if type(exc).__module__.split(".")[0] not in {"botocore", "urllib3", "zlib"}:
             raise
-        result.error = f"{type(exc).__name__}: {exc}"
-        log.warning("object=%s failed, left for the next run: %s", uri, result.error)
-        return result, None
-    if bad:
-        result.quarantined = len(bad)
-        parts.append(
-            lake.write_quarantine(pa.Table.from_pylist(bad, QUARANTINE_SCHEMA), oid)
+        return landing.failed(exc), None
+    return landing.result, landing.commit_entry()
+
+
+class _Landing:
+    """One object while it is read: rows kept, lines refused, parts written."""
+
+    def __init__(
+        self,
+        uri: str,
+        info: ObjectInfo,
+        lake: Lake,
+        index: DedupIndex,
+        mapping: Mapping[str, str] | None,
+        settings: IngestSettings,
+    ) -> None:
+        self.uri, self.info, self.lake, self.index = uri, info, lake, index
+        self.mapping, self.settings = mapping, settings
+        self.oid = object_id(uri, info.etag)
+        self.result = ObjectResult(info)
+        self.now = datetime.now(UTC)
+        self.bad: list[dict[str, Any]] = []
+        self.kept: list[pa.Table] = []
+        self.kept_rows = 0
+        self.in_object = DedupIndex()
+        self.landed: list[np.ndarray] = []
+        self.parts: list[str] = []
+        self.fast = mapping is None
+
+    def add(self, block: Block) -> None:
+        self.result.read += len(block)
+        for table in self._normalize(block):
+            self._keep_new(table)
+        if self.kept_rows >= self.settings.rows_per_part:
+            self.write_chunk()
+
+    def _normalize(self, block: Block) -> list[pa.Table]:
+        """Canonical rows of a block in line order; refused lines go to `bad`."""
+        if self.fast and len(block) >= MIN_FAST_BLOCK and block.records is None:
+            table = normalize_block(block.raws)
+            if table is not None:
+                return [self._with_lineage(table, block.lines)]
+            head, tail = block.split()
+            head_table = normalize_block(head.raws)
+            if head_table is not None:
+                return [
+                    self._with_lineage(head_table, head.lines),
+                    *self._normalize(tail),
+                ]
+            if normalize_block(tail.raws) is None:
+                # Both halves fail: the object's shape needs Python, not one bad line.
+                self.fast = False
+            else:
+                return [*self._normalize(head), *self._normalize(tail)]
+        return self._normalize_each(block)
+
+    def _normalize_each(self, block: Block) -> list[pa.Table]:
+        rows = []
+        records = block.records or [None] * len(block)
+        for line_no, raw, record in zip(block.lines, block.raws, records, strict=True):
+            try:
+                row = normalize(
+                    parse_line(raw) if record is None else record, self.mapping
+                )
+            except InvalidRecord as exc:
+                self.bad.append(
+                    {
+                        "source": self.uri,
+                        "source_line": line_no,
+                        "raw": raw,
+                        "reason": exc.reason,
+                        "quarantined_at": self.now,
+                    }
+                )
+                continue
+            row["source"], row["source_line"] = self.uri, line_no
+            rows.append(row)
+        return [pa.Table.from_pylist(rows, INTERACTION_SCHEMA)] if rows else []
+
+    def _with_lineage(self, table: pa.Table, line_numbers: list[int]) -> pa.Table:
+        table = table.append_column("source", pa.array([self.uri] * table.num_rows))
+        table = table.append_column("source_line", pa.array(line_numbers, pa.int64()))
+        return table.cast(INTERACTION_SCHEMA)
+
+    def _keep_new(self, table: pa.Table) -> None:
+        """Keep rows whose request id is new to the lake, the object and the block."""
+        hashes = id_hashes(table["request_id"])
+        _, first = np.unique(hashes, return_index=True)
+        new = np.zeros(len(hashes), dtype=bool)
+        new[first] = True
+        new &= ~self.index.seen(hashes) & ~self.in_object.seen(hashes)
+        self.in_object.add(hashes)
+        kept = table if new.all() else table.filter(pa.array(new))
+        self.landed.append(hashes[new])
+        self.result.duplicates += table.num_rows - kept.num_rows
+        if kept.num_rows:
+            self.kept.append(kept)
+            self.kept_rows += kept.num_rows
+
+    def write_chunk(self) -> None:
+        if not self.kept:
+            return
+        table = pa.concat_tables(self.kept)
+        chunk = sum(1 for p in self.parts if p.startswith("interactions/"))
+        self.parts += self.lake.write_interactions(table, self.oid, chunk)
+        self.result.landed += table.num_rows
+        self.kept, self.kept_rows = [], 0
+
+    def failed(self, exc: Exception) -> ObjectResult:
+        self.result.error = f"{type(exc).__name__}: {exc}"
+        log.warning(
+            "object=%s failed, left for the next run: %s", self.uri, self.result.error
         )
-    index.add(landed)
-    entry = Entry(
-        oid,
-        uri,
-        info.etag,
-        info.size,
-        result.read,
-        result.landed,
-        result.quarantined,
-        result.duplicates,
-        parts,
-        sorted(landed),
-    )
-    return result, entry
+        return self.result
+
+    def commit_entry(self) -> Entry:
+        if self.bad:
+            self.result.quarantined = len(self.bad)
+            table = pa.Table.from_pylist(self.bad, QUARANTINE_SCHEMA)
+            self.parts.append(self.lake.write_quarantine(table, self.oid))
+        landed = np.concatenate(self.landed) if self.landed else np.empty(0, np.uint64)
+        self.index.add(landed)
+        r = self.result
+        return Entry(
+            self.oid,
+            self.uri,
+            self.info.etag,
+            self.info.size,
+            r.read,
+            r.landed,
+            r.quarantined,
+            r.duplicates,
+            self.parts,
+            np.sort(landed),
+        )
 
 
-def _flush(
-    lake: Lake,
-    rows: list[dict[str, Any]],
-    hashes: list[int],
-    index: DedupIndex,
-    oid: str,
-    chunk: int,
-    result: ObjectResult,
-) -> tuple[list[str], list[int]]:
-    """Drop rows already in the lake, write the rest as this chunk's parts."""
-    seen = index.seen(hashes)
-    keep = [row for row, dup in zip(rows, seen, strict=True) if not dup]
-    landed = [h for h, dup in zip(hashes, seen, strict=True) if not dup]
-    result.duplicates += len(rows) - len(keep)
-    result.landed += len(keep)
-    if not keep:
-        return [], []
-    table = pa.Table.from_pylist(keep, INTERACTION_SCHEMA)
-    return lake.write_interactions(table, oid, chunk), landed
+@dataclass
+class Block:
+    """Consecutive records of one object: line numbers, raw bytes, parsed (Parquet)."""
+
+    lines: list[int]
+    raws: list[bytes]
+    records: list[dict[str, Any]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def split(self) -> tuple[Block, Block]:
+        half = len(self) // 2
+        return (
+            Block(self.lines[:half], self.raws[:half]),
+            Block(self.lines[half:], self.raws[half:]),
+        )
 
 
-def _records(
-    source: Store, info: ObjectInfo
-) -> Iterator[tuple[int, bytes, dict | None]]:
-    """Yield (line number, raw bytes, parsed record or None) for every record."""
+def read_blocks(
+    source: Store, info: ObjectInfo, size: int = BLOCK_LINES
+) -> Iterator[Block]:
+    """Yield an object's records in blocks; blank lines carry nothing: skipped."""
     if info.key.endswith(".parquet"):
-        yield from _parquet_records(source, info)
+        yield from _parquet_blocks(source, info, size)
         return
     stream = source.open(info.key)
     try:
         if info.key.endswith(".gz"):
             stream = gzip.GzipFile(fileobj=stream)
-        for line_no, line in enumerate(iter_lines(stream), start=1):
-            if line.strip():
-                yield line_no, line, None
+        yield from _line_blocks(iter_lines(stream), size)
     finally:
         stream.close()
 
 
-def _parquet_records(
-    source: Store, info: ObjectInfo
-) -> Iterator[tuple[int, bytes, dict]]:
+def _line_blocks(lines: Iterator[bytes], size: int) -> Iterator[Block]:
+    block = Block([], [])
+    for line_no, line in enumerate(lines, start=1):
+        if not line or line.isspace():
+            continue
+        block.lines.append(line_no)
+        block.raws.append(line)
+        if len(block.lines) >= size:
+            yield block
+            block = Block([], [])
+    if block.lines:
+        yield block
+
+
+def _parquet_blocks(source: Store, info: ObjectInfo, size: int) -> Iterator[Block]:
     # Parquet needs random access; spool the object to disk rather than memory.
     with tempfile.TemporaryFile() as spool:
         stream = source.open(info.key)
@@ -268,8 +349,9 @@ def _parquet_records(
         finally:
             stream.close()
         spool.seek(0)
-        row_no = 0
-        for batch in pq.ParquetFile(spool).iter_batches(batch_size=10_000):
-            for record in batch.to_pylist():
-                row_no += 1
-                yield row_no, orjson.dumps(record, default=str), record
+        first = 1
+        for batch in pq.ParquetFile(spool).iter_batches(batch_size=size):
+            records = batch.to_pylist()
+            raws = [orjson.dumps(r, default=str) for r in records]
+            yield Block(list(range(first, first + len(records))), raws, records)
+            first += len(records)

@@ -12,11 +12,12 @@ import hashlib
 import io
 import re
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -50,9 +51,13 @@ MANIFEST_SCHEMA = pa.schema(
 _DATE_DIR = re.compile(r"date=(\d{4}-\d{2}-\d{2})/")
 
 
-def id_hash(request_id: str) -> int:
-    """A stable 64-bit hash of a request id; the dedup index stores these."""
-    return int.from_bytes(hashlib.blake2b(request_id.encode(), digest_size=8).digest())
+def id_hashes(request_ids: pa.Array | pa.ChunkedArray | list[str]) -> np.ndarray:
+    """Stable 64-bit hashes of request ids (SipHash with a fixed key, via pandas)."""
+    if isinstance(request_ids, pa.ChunkedArray | pa.Array):
+        values = request_ids.to_numpy(zero_copy_only=False)
+    else:
+        values = np.array(request_ids, dtype=object)
+    return pd.util.hash_array(values.astype(object), categorize=False)
 
 
 def object_id(uri: str, etag: str) -> str:
@@ -60,41 +65,41 @@ def object_id(uri: str, etag: str) -> str:
     return hashlib.sha256(f"{uri}\0{etag}".encode()).hexdigest()[:24]
 
 
+def _members(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
+    at = np.searchsorted(haystack, needles)
+    found = at < len(haystack)
+    found[found] = haystack[at[found]] == needles[found]
+    return found
+
+
 @dataclass
 class DedupIndex:
-    """The request ids already landed, as sorted 64-bit hashes plus a recent set.
+    """The request ids already landed, as sorted arrays of 64-bit hashes.
 
-    A sorted numpy array keeps a million ids in 8 MB, where a Python set of strings
-    would take over 100 MB; two different ids collide with odds of about n^2 / 2^65
-    (3e-8 at a million records), and a collision is counted as a duplicate.
+    Sorted numpy arrays keep a million ids in 8 MB, where a Python set of strings
+    would take over 100 MB. Two different ids collide with odds of about n^2 / 2^65
+    (3e-8 at a million records); a collision is counted as a duplicate.
     """
 
     landed: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint64))
-    recent: set[int] = field(default_factory=set)
+    recent: list[np.ndarray] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.landed) + len(self.recent)
+        return len(self.landed) + sum(len(r) for r in self.recent)
 
-    def seen(self, hashes: list[int]) -> list[bool]:
+    def seen(self, hashes: np.ndarray) -> np.ndarray:
         """For each hash, whether it is already in the index."""
-        if not hashes:
-            return []
-        probe = np.array(hashes, dtype=np.uint64)
-        at = np.searchsorted(self.landed, probe)
-        found = at < len(self.landed)
-        found[found] = self.landed[at[found]] == probe[found]
-        return [bool(f) or h in self.recent for f, h in zip(found, hashes, strict=True)]
+        found = _members(self.landed, hashes)
+        for batch in self.recent:
+            found |= _members(batch, hashes)
+        return found
 
-    def add(self, hashes: Iterable[int]) -> None:
-        self.recent.update(hashes)
-        if len(self.recent) > 200_000:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.recent:
-            fresh = np.fromiter(self.recent, dtype=np.uint64, count=len(self.recent))
-            self.landed = np.union1d(self.landed, fresh)
-            self.recent = set()
+    def add(self, hashes: np.ndarray) -> None:
+        if len(hashes):
+            self.recent.append(np.unique(hashes))
+        if len(self.recent) > 16:
+            self.landed = np.union1d(self.landed, np.concatenate(self.recent))
+            self.recent = []
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,7 @@ class Entry:
     quarantined: int
     duplicates: int
     parts: list[str]
-    id_hashes: list[int]
+    id_hashes: np.ndarray
 
 
 class Lake:
@@ -143,13 +148,18 @@ class Lake:
     def commit(self, entries: list[Entry], run_id: str) -> str:
         """Write one manifest segment naming `entries`; this is the commit point."""
         now = datetime.now(UTC)
-        table = pa.Table.from_pylist(
-            [
-                {**entry.__dict__, "committed_at": now, "run_id": run_id}
-                for entry in entries
-            ],
-            schema=MANIFEST_SCHEMA,
-        )
+        rows = [
+            {**entry.__dict__, "id_hashes": [], "committed_at": now, "run_id": run_id}
+            for entry in entries
+        ]
+        table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+        # Build the hash lists in Arrow: a million Python ints would cost seconds.
+        lengths = np.array([len(e.id_hashes) for e in entries], dtype=np.int32)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+        values = np.concatenate([np.asarray(e.id_hashes, np.uint64) for e in entries])
+        hashes = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+        index = table.schema.get_field_index("id_hashes")
+        table = table.set_column(index, MANIFEST_SCHEMA.field("id_hashes"), hashes)
         key = f"{MANIFEST}/seg-{now:%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.parquet"
         self._write_parquet(key, table)
         return key

@@ -209,7 +209,8 @@ def _validate(flat: dict[str, Any]) -> dict[str, Any]:
             out[field] = str(value)
         else:
             raise InvalidRecord(_wrong_type(field, "a string", value))
-    metadata = flat.get("metadata")
+    # Null extras carry nothing; dropping them keeps both ingest paths identical.
+    metadata = {k: v for k, v in (flat.get("metadata") or {}).items() if v is not None}
     out["metadata"] = (
         orjson.dumps(metadata, default=str, option=orjson.OPT_SORT_KEYS).decode()
         if metadata

@@ -150,16 +150,16 @@ class TestExactlyOnce:
     def test_an_object_larger_than_one_part_is_split_and_still_counted_once(
         self, tmp_path
     ):
-        write_jsonl(
-            tmp_path / "src" / "a.jsonl", [record(i) for i in range(2500)] + [record(7)]
-        )
+        lines = [record(i) for i in range(5000)] + [record(7)]
+        write_jsonl(tmp_path / "src" / "a.jsonl", lines)
         settings = IngestSettings(rows_per_part=1000)
         report, lake = run(
             LocalStore(tmp_path / "src"), tmp_path / "lake", settings=settings
         )
-        assert (report.landed, report.duplicates) == (2500, 1)
-        assert len(lake.committed_parts()) == 3
-        assert lake.read_interactions().num_rows == 2500
+        assert (report.landed, report.duplicates) == (5000, 1)
+        # Parts are cut at block boundaries (4096 lines) once 1000 rows are buffered.
+        assert len(lake.committed_parts()) == 2
+        assert lake.read_interactions().num_rows == 5000
 
 
 class TestFormats:
