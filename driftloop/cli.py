@@ -181,3 +181,48 @@ def schema() -> None:
     for name, dtype, nullable, doc in FIELDS:
         table.add_row(name, str(dtype), "" if nullable else "yes", doc)
     Console().print(table)
+
+
+@app.command()
+def status(lake: LakeOption = None, as_json: JsonOption = False) -> None:
+    """Say what the lake holds and where to look next."""
+    from driftloop import tracking
+    from driftloop.storage import open_store
+    from tasks.lake import Lake
+    from tasks.status import lake_status
+
+    try:
+        summary = lake_status(Lake(open_store(_lake(lake))))
+    except DriftloopError as exc:
+        _fail(exc)
+    if as_json:
+        _print(summary, True, "")
+        return
+    console = Console()
+    console.print(
+        f"[bold]lake[/] {summary['lake']}: {summary['interactions']} interactions from "
+        f"{summary['objects']} objects; {summary['quarantined']} lines quarantined, "
+        f"{summary['duplicates']} duplicates dropped (read {summary['read']})."
+    )
+    models = sorted({m for day in summary["per_day"].values() for m in day})
+    table = Table(title="interactions per day")
+    table.add_column("date")
+    for model in models:
+        table.add_column(model, justify="right")
+    for day, counts in summary["per_day"].items():
+        table.add_row(day, *(str(counts.get(m, 0)) for m in models))
+    console.print(table)
+    if summary["quarantine_reasons"]:
+        reasons = Table(title="quarantine reasons")
+        reasons.add_column("reason")
+        reasons.add_column("lines", justify="right")
+        for reason, count in summary["quarantine_reasons"].items():
+            reasons.add_row(reason, str(count))
+        console.print(reasons)
+    uri = tracking.tracking_uri()
+    console.print(
+        "Where to look: the quarantine is "
+        f"{summary['lake']}/quarantine (Parquet, one row per refused line with its "
+        f"reason); ingest runs are in MLflow ({uri}): `mlflow ui --backend-store-uri "
+        f"{uri}` then open experiment driftloop-ingest."
+    )

@@ -24,7 +24,7 @@ FIELDS: list[tuple[str, pa.DataType, bool, str]] = [
         False,
         "Conversation sent to the model (role/content), without the answer.",
     ),
-    ("prompt", pa.string(), False, "The last user turn; derived from `messages`."),
+    ("prompt", pa.string(), False, "The last user turn; taken from `messages` when absent."),
     ("response", pa.string(), False, "The model's answer."),
     ("latency_ms", pa.float64(), True, "Time to answer in milliseconds."),
     ("prompt_tokens", pa.int64(), True, "Tokens in the request."),
@@ -39,7 +39,7 @@ FIELDS: list[tuple[str, pa.DataType, bool, str]] = [
         "metadata",
         pa.string(),
         True,
-        "JSON object of every input field the schema lacks.",
+        "JSON object of the input fields the schema lacks (nulls omitted).",
     ),
     (
         "source",
