@@ -223,3 +223,37 @@ def iter_lines(stream: BinaryIO, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         yield from lines
     if rest:
         yield rest
+
+
+class MemoryStore:
+    """A store in memory: for reading log files ad hoc without writing a lake."""
+
+    def __init__(self) -> None:
+        self.uri = "memory://"
+        self.objects: dict[str, bytes] = {}
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        for key in sorted(self.objects):
+            if key.startswith(prefix):
+                data = self.objects[key]
+                yield ObjectInfo(key, len(data), str(hash(data)))
+
+    def open(self, key: str) -> BinaryIO:
+        import io
+
+        return io.BytesIO(self.read_bytes(key))
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            return self.objects[key]
+        except KeyError:
+            raise StorageError(f"no object {key!r} in memory") from None
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self.objects[safe_key(key)] = data
+
+    def delete(self, key: str) -> None:
+        self.objects.pop(key, None)
+
+    def describe(self, key: str = "") -> str:
+        return f"memory://{key}"

@@ -45,17 +45,19 @@ _READ = pj.ReadOptions(block_size=1 << 24, use_threads=False)
 # Extra fields of these types serialise to the same JSON as the record-by-record path.
 _PLAIN_EXTRAS = (pa.string(), pa.int64(), pa.bool_())
 _UTC = pa.timestamp("us", tz="UTC")
+_ZONE = r"([Zz]|[+-]\d\d(:?\d\d)?)$"
 
 
 def normalize_block(lines: list[bytes]) -> pa.Table | None:
     """Return the block's canonical rows (no lineage columns), or None to fall back."""
+    data = b"\n".join(lines)
     try:
-        table = pj.read_json(
-            io.BytesIO(b"\n".join(lines)),
-            read_options=_READ,
-            parse_options=_PARSE,
-        )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        # Arrow's JSON reader takes invalid UTF-8 (and lone surrogate escapes) into
+        # string columns unchecked; Python must refuse those lines with a reason.
+        data.decode("utf-8")
+        table = pj.read_json(io.BytesIO(data), read_options=_READ, parse_options=_PARSE)
+        table.validate(full=True)
+    except (UnicodeDecodeError, pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     if table.num_rows != len(lines):
         return None
@@ -87,8 +89,12 @@ def _columns(table: pa.Table) -> dict[str, pa.Array]:
 
     ids = col["request_id"]
     _require(pc.and_(pc.is_valid(ids), pc.not_equal(pc.fill_null(ids, ""), "")))
+    # Naive times are UTC, as in the Python path: give them a zone Arrow can read.
+    stamps = col["timestamp"]
+    zoned = pc.fill_null(pc.match_substring_regex(stamps, _ZONE), True)
+    stamps = pc.if_else(zoned, stamps, pc.binary_join_element_wise(stamps, "Z", ""))
     try:
-        timestamps = pc.cast(col["timestamp"], _UTC)
+        timestamps = pc.cast(stamps, _UTC)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         raise _Fallback from None  # naive times or other spellings: Python decides
     _require(pc.is_valid(timestamps))

@@ -355,3 +355,26 @@ def _parquet_blocks(source: Store, info: ObjectInfo, size: int) -> Iterator[Bloc
             raws = [orjson.dumps(r, default=str) for r in records]
             yield Block(list(range(first, first + len(records))), raws, records)
             first += len(records)
+
+
+def normalize_objects(path: str) -> tuple[pa.Table, IngestReport]:
+    """Read a log file or folder into canonical rows in memory, as ingest lands them."""
+    from pathlib import Path
+
+    from driftloop.storage import MemoryStore, open_store
+
+    local = Path(path)
+    if local.is_file():
+        source: Store = open_store(str(local.parent))
+        objects = [i for i in source.list() if i.key == local.name]
+    else:
+        source = open_store(path)
+        objects = [i for i in source.list() if is_log_object(i.key)]
+    if not objects:
+        raise DriftloopError(
+            f"no log objects at {path}: expected a .jsonl, .jsonl.gz or .parquet file, "
+            "or a folder holding them"
+        )
+    lake = Lake(MemoryStore())
+    report = ingest_objects(source, lake, objects)
+    return lake.read_interactions(), report

@@ -78,9 +78,7 @@ def normalize(
     """Return one record's canonical fields; raise InvalidRecord to quarantine it."""
     if mapping:
         flat = _apply_mapping(record, mapping)
-    elif isinstance(record.get("request"), dict) and isinstance(
-        record.get("response"), dict
-    ):
+    elif isinstance(record.get("request"), dict):
         flat = _from_openai(record)
     else:
         flat = _from_flat(record)
@@ -105,7 +103,10 @@ def _from_flat(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _from_openai(record: dict[str, Any]) -> dict[str, Any]:
-    request, response = record["request"], record["response"]
+    request = record["request"]
+    response = (
+        record.get("response") if isinstance(record.get("response"), dict) else {}
+    )
     extra = {k: v for k, v in record.items() if k not in {"request", "response"}}
     meta = extra.pop("metadata", None)
     flat: dict[str, Any] = {}

@@ -150,3 +150,22 @@ def test_an_object_in_openai_shape_lands_through_the_python_path(tmp_path):
     report = ingest_objects(source, lake, pending_objects(source, lake))
     assert report.landed == 100
     assert lake.read_interactions().sort_by("source_line")["prompt"][0].as_py() == "q0"
+
+
+def test_invalid_utf8_inside_a_clean_looking_block_is_quarantined_not_landed(tmp_path):
+    lines = [record(i) for i in range(100)]
+    lines[5] = (
+        b'{"request_id": "bad", "timestamp": "2026-11-02T10:00:00Z", "prompt": "caf\xe9", "response": "r"}'
+    )
+    lines[6] = (
+        b'{"request_id": "lone", "timestamp": "2026-11-02T10:00:00Z", "prompt": "\\ud800", "response": "r"}'
+    )
+    write_jsonl(tmp_path / "src" / "a.jsonl", lines)
+    source, lake = LocalStore(tmp_path / "src"), Lake(LocalStore(tmp_path / "lake"))
+    report = ingest_objects(source, lake, pending_objects(source, lake))
+    assert (report.landed, report.quarantined) == (98, 2)
+    reasons = {
+        r["source_line"]: r["reason"] for r in lake.read_quarantine().to_pylist()
+    }
+    assert reasons[6] == "invalid UTF-8"
+    assert reasons[7].startswith("not JSON")

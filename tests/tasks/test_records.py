@@ -231,3 +231,13 @@ class TestInvalidRecords:
     def test_an_invalid_record_is_refused_with_its_reason(self, overrides, reason):
         with pytest.raises(InvalidRecord, match=reason):
             normalize(flat(**overrides))
+
+
+def test_an_openai_record_without_a_response_object_says_the_response_is_missing():
+    record = {
+        "id": "c1",
+        "created_at": "2026-11-02T10:00:00Z",
+        "request": {"messages": [{"role": "user", "content": "hi"}]},
+    }
+    with pytest.raises(InvalidRecord, match="missing response"):
+        normalize(record)
