@@ -48,8 +48,6 @@ def _simulate(out: Path, size: int) -> None:
         per_day=size // DAYS,
         seed=1,
         scenario="none",
-        drift_day=DAYS,
-        drift_share=0.0,
         start=date(2026, 11, 1),
         malformed=False,
     )

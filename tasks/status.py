@@ -14,12 +14,16 @@ def lake_status(lake: Lake) -> dict[str, Any]:
     """Summarise the committed content of a lake."""
     manifest = lake.manifest()
     table = lake.read_interactions(columns=["timestamp", "model"])
-    counts = pa.table(
-        {
-            "day": pc.strftime(table["timestamp"], format="%Y-%m-%d"),
-            "model": pc.fill_null(table["model"], "(none)"),
-        }
-    ).group_by(["day", "model"]).aggregate([([], "count_all")])
+    counts = (
+        pa.table(
+            {
+                "day": pc.strftime(table["timestamp"], format="%Y-%m-%d"),
+                "model": pc.fill_null(table["model"], "(none)"),
+            }
+        )
+        .group_by(["day", "model"])
+        .aggregate([([], "count_all")])
+    )
     per_day: dict[str, dict[str, int]] = {}
     for row in counts.to_pylist():
         per_day.setdefault(row["day"], {})[row["model"]] = row["count_all"]
