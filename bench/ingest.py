@@ -21,8 +21,12 @@ import time
 from datetime import date
 from pathlib import Path
 
-SIZES = [int(s) for s in os.environ.get("BENCH_INGEST_SIZES", "100000,1000000").split(",")]
-DAYS = 10
+SIZES = [
+    int(s) for s in os.environ.get("BENCH_INGEST_SIZES", "100000,1000000").split(",")
+]
+# Hourly files of the same size at every scale (100k records a day), so that a change
+# in peak memory can only come from the number of records, not from bigger objects.
+PER_DAY = 100_000
 
 
 def run() -> list[dict]:
@@ -33,8 +37,14 @@ def run() -> list[dict]:
             source = work / f"logs-{size}"
             _simulate(source, size)
             for method in ("baseline", "driftloop"):
-                rows.append(_measure(method, source, work / f"out-{method}-{size}", size))
-            rows.append(_measure("driftloop-rerun", source, work / f"out-driftloop-{size}", size))
+                rows.append(
+                    _measure(method, source, work / f"out-{method}-{size}", size)
+                )
+            rows.append(
+                _measure(
+                    "driftloop-rerun", source, work / f"out-driftloop-{size}", size
+                )
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return rows
@@ -43,9 +53,10 @@ def run() -> list[dict]:
 def _simulate(out: Path, size: int) -> None:
     from tasks.simulate import SimulationConfig, simulate
 
+    days = max(1, size // PER_DAY)
     config = SimulationConfig(
-        days=DAYS,
-        per_day=size // DAYS,
+        days=days,
+        per_day=size // days,
         seed=1,
         scenario="none",
         start=date(2026, 11, 1),
@@ -69,7 +80,9 @@ def _measure(method: str, source: Path, out: Path, size: int) -> dict:
         "method": method,
         "records": result["records"],
         "seconds": round(result["seconds"], 2),
-        "records_per_s": result["records"] / result["seconds"] if result["records"] else 0,
+        "records_per_s": result["records"] / result["seconds"]
+        if result["records"]
+        else 0,
         "peak_rss_mb": usage.ru_maxrss / 1024,
         "note": result.get("note", ""),
     }
@@ -79,7 +92,9 @@ def _baseline(source: Path, out: Path) -> dict:
     import pandas as pd
 
     start = time.perf_counter()
-    frames = [pd.read_json(path, lines=True) for path in sorted(source.rglob("*.jsonl"))]
+    frames = [
+        pd.read_json(path, lines=True) for path in sorted(source.rglob("*.jsonl"))
+    ]
     frame = pd.concat(frames, ignore_index=True)
     out.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(out / "all.parquet")
@@ -102,8 +117,5 @@ def _driftloop(source: Path, out: Path) -> dict:
 
 if __name__ == "__main__":
     method, source, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-    if method == "baseline":
-        result = _baseline(source, out)
-    else:
-        result = _driftloop(source, out)
+    result = _baseline(source, out) if method == "baseline" else _driftloop(source, out)
     print(json.dumps(result))

@@ -24,7 +24,12 @@ FIELDS: list[tuple[str, pa.DataType, bool, str]] = [
         False,
         "Conversation sent to the model (role/content), without the answer.",
     ),
-    ("prompt", pa.string(), False, "The last user turn; taken from `messages` when absent."),
+    (
+        "prompt",
+        pa.string(),
+        False,
+        "The last user turn; taken from `messages` when absent.",
+    ),
     ("response", pa.string(), False, "The model's answer."),
     ("latency_ms", pa.float64(), True, "Time to answer in milliseconds."),
     ("prompt_tokens", pa.int64(), True, "Tokens in the request."),

@@ -7,35 +7,28 @@ next run retries it; the rest of the run goes on.
 
 from __future__ import annotations
 
-import gzip
 import logging
-import shutil
-import tempfile
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from driftloop.errors import DriftloopError, InvalidRecord
-from driftloop.schema import INTERACTION_SCHEMA, QUARANTINE_SCHEMA
+from driftloop.errors import DriftloopError
+from driftloop.schema import QUARANTINE_SCHEMA
 from driftloop.settings import IngestSettings
-from driftloop.storage import ObjectInfo, Store, iter_lines
-from tasks.fast_records import normalize_block
+from driftloop.storage import ObjectInfo, Store
 from tasks.lake import DedupIndex, Entry, Lake, id_hashes, object_id
-from tasks.records import normalize, parse_line
+from tasks.reading import ObjectReader, read_blocks
 
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
-# Lines normalised together by Arrow; a block that fails is bisected down to this.
-BLOCK_LINES = 4096
-MIN_FAST_BLOCK = 16
+# Objects up to this size are read ahead whole; larger ones stream block by block.
+READ_AHEAD_MAX_BYTES = 64 << 20
 
 
 @dataclass
@@ -112,42 +105,68 @@ def ingest_objects(
     settings: IngestSettings | None = None,
     on_object: Callable[[ObjectResult], None] | None = None,
 ) -> IngestReport:
-    """Land `objects` in order, committing the manifest every few objects."""
+    """Land `objects` in order, committing the manifest every few objects.
+
+    The next object is read and normalised in a second thread while the current one
+    is deduplicated and written: Arrow and the store release the GIL, so the two
+    overlap. Landing stays in order, so dedup decisions do not depend on timing.
+    """
     settings = settings or IngestSettings()
     run_id = uuid.uuid4().hex
-    manifest = lake.manifest()
-    index = lake.index(manifest)
+    index = lake.index(lake.manifest())
     report = IngestReport()
     batch: list[Entry] = []
-    for info in objects:
-        result, entry = land_object(source, lake, info, index, mapping, settings)
-        report.add(result)
-        if entry is not None:
-            batch.append(entry)
-        if len(batch) >= settings.objects_per_commit:
-            lake.commit(batch, run_id)
-            batch = []
-        if on_object is not None:
-            on_object(result)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as pool:
+        upcoming = _read_ahead(pool, source, objects[0], mapping) if objects else None
+        for i, info in enumerate(objects):
+            prepared = upcoming
+            if i + 1 < len(objects):
+                upcoming = _read_ahead(pool, source, objects[i + 1], mapping)
+            result, entry = land_object(
+                source, lake, info, prepared, index, mapping, settings
+            )
+            report.add(result)
+            if entry is not None:
+                batch.append(entry)
+            if len(batch) >= settings.objects_per_commit:
+                lake.commit(batch, run_id)
+                batch = []
+            if on_object is not None:
+                on_object(result)
     if batch:
         lake.commit(batch, run_id)
     lake.compact()
     return report
 
 
+def _read_ahead(pool, source, info, mapping) -> Future | None:
+    """Start reading a small object in the background; big ones stream in line."""
+    if info.size > READ_AHEAD_MAX_BYTES:
+        return None
+    reader = ObjectReader(source.describe(info.key), mapping)
+    return pool.submit(lambda: (reader, list(reader.tables(read_blocks(source, info)))))
+
+
 def land_object(
     source: Store,
     lake: Lake,
     info: ObjectInfo,
+    prepared: Future | None,
     index: DedupIndex,
     mapping: Mapping[str, str] | None,
     settings: IngestSettings,
 ) -> tuple[ObjectResult, Entry | None]:
-    """Read one object, write its parts and quarantine; return its manifest entry."""
-    landing = _Landing(source.describe(info.key), info, lake, index, mapping, settings)
+    """Dedup and write an object's rows and refused lines; return its manifest entry."""
+    uri = source.describe(info.key)
+    landing = _Landing(uri, info, lake, index, settings)
     try:
-        for block in read_blocks(source, info):
-            landing.add(block)
+        if prepared is None:
+            reader = ObjectReader(uri, mapping)
+            tables = reader.tables(read_blocks(source, info))
+        else:
+            reader, tables = prepared.result()
+        for table in tables:
+            landing.add(table)
         landing.write_chunk()
     except (OSError, EOFError, ValueError, DriftloopError, pa.ArrowException) as exc:
         return landing.failed(exc), None
@@ -155,11 +174,11 @@ def land_object(
         if type(exc).__module__.split(".")[0] not in {"botocore", "urllib3", "zlib"}:
             raise
         return landing.failed(exc), None
-    return landing.result, landing.commit_entry()
+    return landing.result, landing.commit_entry(reader)
 
 
 class _Landing:
-    """One object while it is read: rows kept, lines refused, parts written."""
+    """One object while it lands: rows kept, parts written, ids seen."""
 
     def __init__(
         self,
@@ -167,76 +186,22 @@ class _Landing:
         info: ObjectInfo,
         lake: Lake,
         index: DedupIndex,
-        mapping: Mapping[str, str] | None,
         settings: IngestSettings,
     ) -> None:
         self.uri, self.info, self.lake, self.index = uri, info, lake, index
-        self.mapping, self.settings = mapping, settings
+        self.settings = settings
         self.oid = object_id(uri, info.etag)
         self.result = ObjectResult(info)
-        self.now = datetime.now(UTC)
-        self.bad: list[dict[str, Any]] = []
         self.kept: list[pa.Table] = []
         self.kept_rows = 0
         self.in_object = DedupIndex()
         self.landed: list[np.ndarray] = []
         self.parts: list[str] = []
-        self.fast = mapping is None
 
-    def add(self, block: Block) -> None:
-        self.result.read += len(block)
-        for table in self._normalize(block):
-            self._keep_new(table)
+    def add(self, table: pa.Table) -> None:
+        self._keep_new(table)
         if self.kept_rows >= self.settings.rows_per_part:
             self.write_chunk()
-
-    def _normalize(self, block: Block) -> list[pa.Table]:
-        """Canonical rows of a block in line order; refused lines go to `bad`."""
-        if self.fast and len(block) >= MIN_FAST_BLOCK and block.records is None:
-            table = normalize_block(block.raws)
-            if table is not None:
-                return [self._with_lineage(table, block.lines)]
-            head, tail = block.split()
-            head_table = normalize_block(head.raws)
-            if head_table is not None:
-                return [
-                    self._with_lineage(head_table, head.lines),
-                    *self._normalize(tail),
-                ]
-            if normalize_block(tail.raws) is None:
-                # Both halves fail: the object's shape needs Python, not one bad line.
-                self.fast = False
-            else:
-                return [*self._normalize(head), *self._normalize(tail)]
-        return self._normalize_each(block)
-
-    def _normalize_each(self, block: Block) -> list[pa.Table]:
-        rows = []
-        records = block.records or [None] * len(block)
-        for line_no, raw, record in zip(block.lines, block.raws, records, strict=True):
-            try:
-                row = normalize(
-                    parse_line(raw) if record is None else record, self.mapping
-                )
-            except InvalidRecord as exc:
-                self.bad.append(
-                    {
-                        "source": self.uri,
-                        "source_line": line_no,
-                        "raw": raw,
-                        "reason": exc.reason,
-                        "quarantined_at": self.now,
-                    }
-                )
-                continue
-            row["source"], row["source_line"] = self.uri, line_no
-            rows.append(row)
-        return [pa.Table.from_pylist(rows, INTERACTION_SCHEMA)] if rows else []
-
-    def _with_lineage(self, table: pa.Table, line_numbers: list[int]) -> pa.Table:
-        table = table.append_column("source", pa.array([self.uri] * table.num_rows))
-        table = table.append_column("source_line", pa.array(line_numbers, pa.int64()))
-        return table.cast(INTERACTION_SCHEMA)
 
     def _keep_new(self, table: pa.Table) -> None:
         """Keep rows whose request id is new to the lake, the object and the block."""
@@ -269,10 +234,11 @@ class _Landing:
         )
         return self.result
 
-    def commit_entry(self) -> Entry:
-        if self.bad:
-            self.result.quarantined = len(self.bad)
-            table = pa.Table.from_pylist(self.bad, QUARANTINE_SCHEMA)
+    def commit_entry(self, reader: ObjectReader) -> Entry:
+        self.result.read = reader.read
+        if reader.bad:
+            self.result.quarantined = len(reader.bad)
+            table = pa.Table.from_pylist(reader.bad, QUARANTINE_SCHEMA)
             self.parts.append(self.lake.write_quarantine(table, self.oid))
         landed = np.concatenate(self.landed) if self.landed else np.empty(0, np.uint64)
         self.index.add(landed)
@@ -289,72 +255,6 @@ class _Landing:
             self.parts,
             np.sort(landed),
         )
-
-
-@dataclass
-class Block:
-    """Consecutive records of one object: line numbers, raw bytes, parsed (Parquet)."""
-
-    lines: list[int]
-    raws: list[bytes]
-    records: list[dict[str, Any]] | None = None
-
-    def __len__(self) -> int:
-        return len(self.lines)
-
-    def split(self) -> tuple[Block, Block]:
-        half = len(self) // 2
-        return (
-            Block(self.lines[:half], self.raws[:half]),
-            Block(self.lines[half:], self.raws[half:]),
-        )
-
-
-def read_blocks(
-    source: Store, info: ObjectInfo, size: int = BLOCK_LINES
-) -> Iterator[Block]:
-    """Yield an object's records in blocks; blank lines carry nothing: skipped."""
-    if info.key.endswith(".parquet"):
-        yield from _parquet_blocks(source, info, size)
-        return
-    stream = source.open(info.key)
-    try:
-        if info.key.endswith(".gz"):
-            stream = gzip.GzipFile(fileobj=stream)
-        yield from _line_blocks(iter_lines(stream), size)
-    finally:
-        stream.close()
-
-
-def _line_blocks(lines: Iterator[bytes], size: int) -> Iterator[Block]:
-    block = Block([], [])
-    for line_no, line in enumerate(lines, start=1):
-        if not line or line.isspace():
-            continue
-        block.lines.append(line_no)
-        block.raws.append(line)
-        if len(block.lines) >= size:
-            yield block
-            block = Block([], [])
-    if block.lines:
-        yield block
-
-
-def _parquet_blocks(source: Store, info: ObjectInfo, size: int) -> Iterator[Block]:
-    # Parquet needs random access; spool the object to disk rather than memory.
-    with tempfile.TemporaryFile() as spool:
-        stream = source.open(info.key)
-        try:
-            shutil.copyfileobj(stream, spool, 1 << 20)
-        finally:
-            stream.close()
-        spool.seek(0)
-        first = 1
-        for batch in pq.ParquetFile(spool).iter_batches(batch_size=size):
-            records = batch.to_pylist()
-            raws = [orjson.dumps(r, default=str) for r in records]
-            yield Block(list(range(first, first + len(records))), raws, records)
-            first += len(records)
 
 
 def normalize_objects(path: str) -> tuple[pa.Table, IngestReport]:
