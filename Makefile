@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO := .driftloop/demo
+TORCH ?= torch==2.13.0
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
@@ -11,13 +12,16 @@ export DO_NOT_TRACK ?= 1
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	# The CPU build of torch first: left to the resolver, pip fetches gigabytes of CUDA.
+	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed
 
-# Simulate two weeks of support traffic with a product launch on day 10, land it in
-# the lake twice (the second run must land nothing), then say what is there.
+# Simulate two weeks of traffic with a product launch on 2026-11-11, land it in the
+# lake twice (the second run must land nothing), monitor the days around the launch,
+# then say what is there and where to look.
 demo: install
 	rm -rf $(DEMO)
 	$(BIN)/driftloop simulate --out $(DEMO)/logs --days 14 --per-day 2000 \
@@ -25,6 +29,7 @@ demo: install
 		--model support-assistant --model sales-assistant
 	$(BIN)/driftloop ingest --source $(DEMO)/logs
 	$(BIN)/driftloop ingest --source $(DEMO)/logs
+	DRIFTLOOP_MONITOR_SAMPLE_SIZE=500 $(BIN)/driftloop monitor --end 2026-11-13 --windows 4
 	$(BIN)/driftloop status
 
 test: install

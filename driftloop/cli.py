@@ -171,6 +171,99 @@ def simulate(
 
 
 @app.command()
+def monitor(
+    lake: LakeOption = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Use case (the logs' model field); default: each."),
+    ] = None,
+    window: Annotated[
+        str, typer.Option(help="Current window length: 24h, 7d, 90m.")
+    ] = "24h",
+    end: Annotated[
+        str | None,
+        typer.Option(help="End of the current window (ISO, UTC); default now."),
+    ] = None,
+    windows: Annotated[
+        int, typer.Option(min=1, max=366, help="Consecutive windows ending at --end.")
+    ] = 1,
+    reference_days: Annotated[
+        int,
+        typer.Option(min=1, max=365, help="Days before the window used as reference."),
+    ] = 7,
+    reference_start: Annotated[
+        str | None,
+        typer.Option(help="Explicit reference start (with --reference-end)."),
+    ] = None,
+    reference_end: Annotated[
+        str | None, typer.Option(help="Explicit reference end.")
+    ] = None,
+    reference: Annotated[
+        str | None, typer.Option(help="Ad hoc: log file or folder as the reference.")
+    ] = None,
+    current: Annotated[
+        str | None,
+        typer.Option(help="Ad hoc: log file or folder as the current window."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Compare current traffic with a reference: signals, drift, new topics."""
+    from flows.monitor import MonitorParams
+    from flows.monitor import monitor as monitor_flow
+
+    try:
+        params = MonitorParams(
+            lake=_lake(lake),
+            model=model,
+            window=window,
+            end=end,
+            windows=windows,
+            reference_days=reference_days,
+            reference_start=reference_start,
+            reference_end=reference_end,
+            reference_path=reference,
+            current_path=current,
+        )
+        results = monitor_flow(params)
+    except DriftloopError as exc:
+        _fail(exc)
+    if as_json:
+        payload = results[0] if len(results) == 1 else results
+        sys.stdout.write(json.dumps(payload, default=str) + "\n")
+        return
+    _print_monitor(results)
+
+
+def _print_monitor(results: list[dict[str, Any]]) -> None:
+    console = Console()
+    table = Table(title="monitor")
+    for column in ("use case", "window", "verdict", "p-value", "new topics"):
+        table.add_column(column)
+    for r in results:
+        p = r["embedding"]["p_value"]
+        topics = "; ".join(" ".join(t["keywords"][:3]) for t in r["new_topics"]) or "-"
+        verdict = f"{r['status']} ({r['severity']})" if r["drift"] else r["status"]
+        table.add_row(
+            str(r["model"]),
+            r["window"].replace("T00:00", ""),
+            f"[bold red]{verdict}[/]" if r["drift"] else verdict,
+            "-" if p is None else f"{p:.4f}",
+            topics,
+        )
+    console.print(table)
+    for r in results:
+        if r["drift"] or r["status"] == "not enough data":
+            console.print(
+                f"[bold]{r['model']} {r['window']}[/]: " + "; ".join(r["reasons"])
+            )
+            for topic in r["new_topics"]:
+                console.print(
+                    f"  new topic, {topic['share']:.1%} of the window: "
+                    f'{", ".join(topic["keywords"])}; e.g. "{topic["examples"][0]}"'
+                )
+
+
+@app.command()
 def schema() -> None:
     """Print the canonical interaction schema."""
     from driftloop.schema import FIELDS
@@ -221,8 +314,12 @@ def status(lake: LakeOption = None, as_json: JsonOption = False) -> None:
         console.print(reasons)
     uri = tracking.tracking_uri()
     console.print(
-        "Where to look: the quarantine is "
-        f"{summary['lake']}/quarantine (Parquet, one row per refused line with its "
-        f"reason); ingest runs are in MLflow ({uri}): `mlflow ui --backend-store-uri "
-        f"{uri}` then open experiment driftloop-ingest."
+        "[bold]Where to look[/]\n"
+        f"- quarantine: {summary['lake']}/quarantine (Parquet: each refused line, its "
+        "source, line number and reason)\n"
+        f"- MLflow: `mlflow ui --backend-store-uri {uri}`, experiments "
+        "driftloop-ingest and driftloop-monitor (metrics over windows, Evidently "
+        "HTML, topics.json)\n"
+        "- Prefect: `PREFECT_HOME=.driftloop/prefect prefect server start`, flow runs "
+        "and their drift-summary artifacts"
     )

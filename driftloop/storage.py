@@ -7,6 +7,7 @@ laptop or in a bucket.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -236,7 +237,7 @@ class MemoryStore:
         for key in sorted(self.objects):
             if key.startswith(prefix):
                 data = self.objects[key]
-                yield ObjectInfo(key, len(data), str(hash(data)))
+                yield ObjectInfo(key, len(data), hashlib.sha256(data).hexdigest())
 
     def open(self, key: str) -> BinaryIO:
         import io

@@ -113,3 +113,12 @@ def log_report(summary: dict[str, Any], artifact: str = "summary.json") -> None:
     metrics.update({k: len(v) for k, v in summary.items() if isinstance(v, list)})
     mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
     mlflow.log_dict(summary, artifact)
+
+
+def run_url(active: Any) -> str | None:
+    """The MLflow UI address of a run, when the store is a server with a UI."""
+    uri = tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return None
+    info = active.info
+    return f"{uri.rstrip('/')}/#/experiments/{info.experiment_id}/runs/{info.run_id}"

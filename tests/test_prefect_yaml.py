@@ -12,13 +12,17 @@ ROOT = Path(__file__).parent.parent
 DEPLOYMENTS = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
 
 
-@pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=[d["name"] for d in DEPLOYMENTS])
+@pytest.mark.parametrize(
+    "deployment", DEPLOYMENTS, ids=[d["name"] for d in DEPLOYMENTS]
+)
 def test_a_deployment_entrypoint_loads_the_flow_it_names(deployment):
     flow = load_flow_from_entrypoint(str(ROOT / deployment["entrypoint"]))
     assert flow.name == deployment["name"]
 
 
-@pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=[d["name"] for d in DEPLOYMENTS])
+@pytest.mark.parametrize(
+    "deployment", DEPLOYMENTS, ids=[d["name"] for d in DEPLOYMENTS]
+)
 def test_a_deployment_passes_only_parameters_its_flow_takes(deployment):
     flow = load_flow_from_entrypoint(str(ROOT / deployment["entrypoint"]))
     assert set(deployment.get("parameters", {})) <= set(flow.parameters.properties)

@@ -11,11 +11,17 @@ README = (Path(__file__).parent.parent / "README.md").read_text()
 
 
 def test_the_readme_schema_table_matches_the_arrow_schema():
-    block = re.search(r"<!-- schema-table.*?-->\n(.*?)<!-- /schema-table -->", README, re.S)
+    block = re.search(
+        r"<!-- schema-table.*?-->\n(.*?)<!-- /schema-table -->", README, re.S
+    )
     assert block, "the schema table markers are missing from README.md"
     rows = [line for line in block.group(1).splitlines() if line.startswith("| `")]
-    documented = [tuple(cell.strip(" `") for cell in row.strip("|").split("|")) for row in rows]
-    expected = [(n, str(t), "" if nullable else "yes", doc) for n, t, nullable, doc in FIELDS]
+    documented = [
+        tuple(cell.strip(" `") for cell in row.strip("|").split("|")) for row in rows
+    ]
+    expected = [
+        (n, str(t), "" if nullable else "yes", doc) for n, t, nullable, doc in FIELDS
+    ]
     assert documented == expected
 
 

@@ -17,7 +17,14 @@ runner = CliRunner()
 class TestIngest:
     def test_ingest_json_prints_the_counts_and_a_rerun_lands_nothing(self, tmp_path):
         write_jsonl(tmp_path / "src" / "a.jsonl", ADVERSARIAL)
-        args = ["ingest", "--source", str(tmp_path / "src"), "--lake", str(tmp_path / "lake"), "--json"]
+        args = [
+            "ingest",
+            "--source",
+            str(tmp_path / "src"),
+            "--lake",
+            str(tmp_path / "lake"),
+            "--json",
+        ]
         first = runner.invoke(app, args)
         assert first.exit_code == 0, first.output
         assert json.loads(first.stdout) == {
@@ -31,18 +38,29 @@ class TestIngest:
         second = json.loads(runner.invoke(app, args).stdout)
         assert (second["objects"], second["landed"]) == (0, 0)
 
-    def test_an_unreadable_mapping_file_is_a_clear_error_and_exit_code_2(self, tmp_path):
+    def test_an_unreadable_mapping_file_is_a_clear_error_and_exit_code_2(
+        self, tmp_path
+    ):
         write_jsonl(tmp_path / "src" / "a.jsonl", ADVERSARIAL)
         result = runner.invoke(
             app,
-            ["ingest", "--source", str(tmp_path / "src"), "--lake", str(tmp_path / "lake"),
-             "--mapping", str(tmp_path / "missing.json")],
+            [
+                "ingest",
+                "--source",
+                str(tmp_path / "src"),
+                "--lake",
+                str(tmp_path / "lake"),
+                "--mapping",
+                str(tmp_path / "missing.json"),
+            ],
         )
         assert result.exit_code == 2
         assert "cannot read mapping file" in result.output
 
     def test_an_unsupported_source_scheme_is_refused(self, tmp_path):
-        result = runner.invoke(app, ["ingest", "--source", "ftp://host/logs", "--lake", str(tmp_path)])
+        result = runner.invoke(
+            app, ["ingest", "--source", "ftp://host/logs", "--lake", str(tmp_path)]
+        )
         assert result.exit_code == 2
         assert "unsupported URI 'ftp://host/logs'" in result.output
 
