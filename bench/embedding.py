@@ -21,13 +21,14 @@ import itertools
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from bench import run_isolated
 
 TEXTS = int(os.environ.get("BENCH_EMBEDDING_TEXTS", "1000"))
 SIDE, WIDTH, PERMUTATIONS, BASELINE_PERMUTATIONS = 1_000, 384, 500, 50
@@ -92,24 +93,14 @@ def run() -> list[dict]:
 
 
 def _measure(case: str, method: str, work: Path) -> dict:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.embedding", method, str(work)],
-        stdout=subprocess.PIPE,
-        env=env,
-    )
-    stdout = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    if status != 0:
-        raise RuntimeError(f"{method} failed with status {status}")
-    result = json.loads(stdout)
+    result, peak_rss_mb = run_isolated("bench.embedding", method, str(work))
     return {
         "case": case,
         "method": method,
         "records": result["records"],
         "seconds": round(result["seconds"], 3),
         "records_per_s": result["records"] / result["seconds"],
-        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb,
         "note": result["note"],
     }
 

@@ -178,8 +178,7 @@ def _speed() -> list[dict]:
                     "seconds": elapsed,
                     "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                     / 1024,
-                    "note": f"drift={embedding['drift']}; "
-                    "target: warm < 120 s",
+                    "note": f"drift={embedding['drift']}; target: warm < 120 s",
                 }
             )
         return rows
