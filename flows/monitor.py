@@ -194,20 +194,18 @@ def monitor(params: MonitorParams) -> list[dict]:
     """Compare current windows with their references; raise an event on drift."""
     from tasks.embeddings import Embedder
 
+    if bool(params.current_path) != bool(params.reference_path):
+        from driftloop.errors import ConfigError
+
+        raise ConfigError(
+            "ad hoc monitoring needs both --reference PATH and --current PATH"
+        )
     settings = steps.MonitorSettings()
     embedder = Embedder()
-    if params.current_path or params.reference_path:
-        if not (params.current_path and params.reference_path):
-            from driftloop.errors import ConfigError
-
-            raise ConfigError(
-                "ad hoc monitoring needs both --reference PATH and --current PATH"
-            )
-        reference, current = (
-            load_logs(params.reference_path),
-            load_logs(params.current_path),
-        )
-        return [
+    if params.current_path:
+        reference = load_logs(params.reference_path)
+        current = load_logs(params.current_path)
+        results = [
             compare(
                 reference,
                 current,
@@ -218,6 +216,7 @@ def monitor(params: MonitorParams) -> list[dict]:
                 embedder,
             )
         ]
+        return json.loads(json.dumps(results, default=str))
 
     lake = Lake(open_store(params.lake))
     results = []

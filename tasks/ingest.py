@@ -197,6 +197,7 @@ class _Landing:
         self.in_object = DedupIndex()
         self.landed: list[np.ndarray] = []
         self.parts: list[str] = []
+        self.chunks = 0
 
     def add(self, table: pa.Table) -> None:
         self._keep_new(table)
@@ -222,8 +223,8 @@ class _Landing:
         if not self.kept:
             return
         table = pa.concat_tables(self.kept)
-        chunk = sum(1 for p in self.parts if p.startswith("interactions/"))
-        self.parts += self.lake.write_interactions(table, self.oid, chunk)
+        self.parts += self.lake.write_interactions(table, self.oid, self.chunks)
+        self.chunks += 1
         self.result.landed += table.num_rows
         self.kept, self.kept_rows = [], 0
 

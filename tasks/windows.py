@@ -12,7 +12,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from driftloop.errors import ConfigError
-from driftloop.schema import INTERACTION_SCHEMA
 from tasks.lake import Lake
 
 _SPAN = re.compile(r"^(\d+)\s*([mhdw])$")
@@ -111,7 +110,3 @@ def stratified_sample(frame: pd.DataFrame, size: int, seed: int = 0) -> pd.DataF
         rows = np.flatnonzero((strata == name).to_numpy())
         picked.extend(rng.choice(rows, size=take, replace=False).tolist())
     return frame.iloc[sorted(picked)].reset_index(drop=True)
-
-
-def empty_frame() -> pd.DataFrame:
-    return INTERACTION_SCHEMA.empty_table().to_pandas()
