@@ -323,3 +323,7 @@ def status(lake: LakeOption = None, as_json: JsonOption = False) -> None:
         "- Prefect: `PREFECT_HOME=.driftloop/prefect prefect server start`, flow runs "
         "and their drift-summary artifacts"
     )
+
+
+# Registered last: these modules add their commands to `app` when imported.
+from driftloop import cli_datasets  # noqa: E402, F401
