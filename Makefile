@@ -21,7 +21,9 @@ install: $(VENV)/.installed
 
 # Simulate two weeks of traffic with a product launch on 2026-11-11, land it in the
 # lake twice (the second run must land nothing), monitor the days around the launch,
-# then say what is there and where to look.
+# curate the pre-launch traffic into a first dataset version, then the launch days
+# focused by the monitor's verdict into a second, show how they differ, and say what
+# is there and where to look.
 demo: install
 	rm -rf $(DEMO)
 	$(BIN)/driftloop simulate --out $(DEMO)/logs --days 14 --per-day 2000 \
@@ -30,6 +32,10 @@ demo: install
 	$(BIN)/driftloop ingest --source $(DEMO)/logs
 	$(BIN)/driftloop ingest --source $(DEMO)/logs
 	DRIFTLOOP_MONITOR_SAMPLE_SIZE=500 $(BIN)/driftloop monitor --end 2026-11-13 --windows 4
+	$(BIN)/driftloop curate --end 2026-11-11
+	$(BIN)/driftloop curate --start 2026-11-11 --end 2026-11-15 --monitor-run latest
+	$(BIN)/driftloop datasets list
+	$(BIN)/driftloop datasets diff --name support-assistant
 	$(BIN)/driftloop status
 
 test: install
