@@ -15,9 +15,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import embedding, ingest, monitor
+from bench import curate, embedding, ingest, monitor
 
-BENCHMARKS = {"ingest": ingest.run, "embedding": embedding.run, "monitor": monitor.run}
+BENCHMARKS = {
+    "ingest": ingest.run,
+    "embedding": embedding.run,
+    "monitor": monitor.run,
+    "curate": curate.run,
+}
 RESULTS = Path(__file__).parent / "results"
 
 

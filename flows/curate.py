@@ -107,7 +107,21 @@ def curate_one(
     settings: CurateSettings,
     embedder,
 ) -> dict[str, Any]:
-    """Curate one use case's window into a dataset version (or find it exists)."""
+    """Curate one use case's window; a use case with nothing to curate is skipped."""
+    try:
+        return _curate(lake, model, params, settings, embedder)
+    except NothingToCurate as exc:
+        # Reported by the flow, which fails only when no use case gave a version.
+        return {"model": model, "skipped": str(exc)}
+
+
+def _curate(
+    lake: Lake,
+    model: str | None,
+    params: CurateParams,
+    settings: CurateSettings,
+    embedder,
+) -> dict[str, Any]:
     logger = get_run_logger()
     datasets = DatasetStore(lake.store)
     name = dataset_name(model)
@@ -132,6 +146,14 @@ def curate_one(
     )
     drift = _drift(frame, lake, monitor, model, settings, embedder)
     candidates, review = select(frame, settings, drift)
+    if candidates.empty and reviewed.empty:
+        raise NothingToCurate(
+            f"none of the {len(frame)} interactions of {model or 'any use case'} in "
+            f"{window.label()} carries evidence to learn from: no correction, no "
+            "positive feedback, no quality score or successful task outcome at or "
+            f"above {settings.min_quality_score}; {len(review)} went to the review "
+            "queue. Log feedback or outcomes, or label the queue and pass --reviewed"
+        )
     scrubber = Scrubber(settings.pii_backend)
     queue = review_queue(review, scrubber.scrub, settings.review_limit)
     if not reviewed.empty:
@@ -475,17 +497,16 @@ def curate(params: CurateParams) -> list[dict[str, Any]]:
             f"{params.start or 'its start'} and {params.end or 'now'}, so there is "
             "nothing new to curate; ingest newer logs or pass --start/--end"
         )
-    results, empty = [], []
+    results, skipped = [], []
     for model in models:
-        try:
-            results.append(curate_one(lake, model, params, settings, embedder))
-        except NothingToCurate as exc:
-            if len(models) == 1:
-                raise
-            logger.warning("model=%s skipped: %s", model, exc)
-            empty.append(str(exc))
+        result = curate_one(lake, model, params, settings, embedder)
+        if "skipped" in result:
+            logger.warning("model=%s skipped: %s", model, result["skipped"])
+            skipped.append(result["skipped"])
+        else:
+            results.append(result)
     if not results:
-        raise NothingToCurate("; ".join(empty))
+        raise NothingToCurate("; ".join(skipped))
     return json.loads(json.dumps(results, default=str))
 
 

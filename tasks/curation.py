@@ -121,7 +121,7 @@ class CurateSettings(BaseSettings):
         description="Cosine to an evaluation prompt above which a candidate goes.",
     )
     split_similarity: float = Field(
-        0.9,
+        0.95,
         gt=0,
         le=1,
         description="Prompt cosine from which two examples share a split group.",

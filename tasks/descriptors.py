@@ -49,6 +49,8 @@ def describe(frame: pd.DataFrame) -> pd.DataFrame:
 
     from tasks.pii import scrub
 
+    # Evidently's columns come back indexed 0..n-1; align the input to match.
+    frame = frame.reset_index(drop=True)
     # Evidently only ever sees scrubbed text, so nothing it keeps can hold PII.
     texts = pd.DataFrame(
         {

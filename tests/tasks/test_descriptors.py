@@ -101,3 +101,9 @@ def test_tabular_drift_flags_a_refusal_surge_and_writes_html_without_text(tmp_pa
         and "Open Settings" not in html.read_text()
     )
     assert "prompt_tokens" in report["unavailable"]
+
+
+def test_descriptors_follow_the_rows_whatever_the_input_index():
+    rows = frame(["Open Settings and choose Security.", "", "Click Reset password."])
+    shuffled = rows.set_axis([10, 4, 7])
+    assert describe(shuffled)["empty"].tolist() == [False, True, False]
