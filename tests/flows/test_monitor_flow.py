@@ -124,14 +124,17 @@ def test_drift_emits_one_prefect_event_with_the_verdict_and_the_mlflow_run(resul
     from flows.monitor import EVENT
 
     EventsWorker.drain_all()
+    wanted = results[1]["mlflow_run_id"]
+
+    def ours(client):
+        # Other flows' tests emit drift events too; wait for this run's to arrive.
+        found = client.read_events(
+            EventFilter(event=EventNameFilter(name=[EVENT])), limit=50
+        ).events
+        return found if wanted in {e.payload["mlflow_run_id"] for e in found} else []
+
     with get_client(sync_client=True) as client:
-        events = _wait_for(
-            lambda: (
-                client.read_events(
-                    EventFilter(event=EventNameFilter(name=[EVENT])), limit=50
-                ).events
-            )
-        )
+        events = _wait_for(lambda: ours(client))
     runs = {e.payload["mlflow_run_id"] for e in events}
     assert results[1]["mlflow_run_id"] in runs
     assert results[0]["mlflow_run_id"] not in runs
