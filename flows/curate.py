@@ -446,7 +446,7 @@ def _register(datasets, name, version, examples, card, window, monitor) -> str:
                 digest=version,
                 targets="target",
             )
-        mlflow.log_input(dataset, context="training")
+            mlflow.log_input(dataset, context="training")
         path = datasets.write(name, version, examples, card)
         mlflow.log_dict(card, "card.json")
         mlflow.log_text(render_card(card), "card.md")
