@@ -218,7 +218,11 @@ def _curate(
     examples = _examples(candidates, model)
     labels = split.groups(examples, prompts, settings.split_similarity)
     examples["split"] = split.assign(
-        examples, labels, settings.validation_share, settings.seed
+        examples,
+        labels,
+        settings.validation_share,
+        settings.seed,
+        settings.drift_validation_share,
     )
     config = settings.fingerprint() | {"golden": golden.digest(name), "model": model}
     version = content_version(examples, config)

@@ -138,6 +138,12 @@ class CurateSettings(BaseSettings):
     validation_share: float = Field(
         0.1, gt=0, lt=0.5, description="Share of split groups held out for validation."
     )
+    drift_validation_share: float = Field(
+        0.25,
+        gt=0,
+        lt=0.5,
+        description="Share of emerging-topic groups held out: the drift slice.",
+    )
     pii_backend: str = Field(
         "auto", description="PII detectors: auto (Presidio when installed), regex."
     )

@@ -35,9 +35,17 @@ def groups(frame: pd.DataFrame, prompts: np.ndarray, similarity: float) -> np.nd
 
 
 def assign(
-    frame: pd.DataFrame, labels: np.ndarray, share: float, seed: int
+    frame: pd.DataFrame,
+    labels: np.ndarray,
+    share: float,
+    seed: int,
+    drift_share: float | None = None,
 ) -> np.ndarray:
-    """'train' or 'validation' per row; groups holding a replayed row stay in train."""
+    """'train' or 'validation' per row; groups holding a replayed row stay in train.
+
+    Groups on an emerging topic may be held out at a higher share: they are few, and
+    the drift slice is where a challenger must prove itself.
+    """
     keys = pd.Series(frame["example_id"].to_numpy()).groupby(labels).transform("min")
     pinned = (
         pd.Series((frame["source"] == "replay").to_numpy())
@@ -45,8 +53,14 @@ def assign(
         .transform("any")
         .to_numpy()
     )
+    drifted = (
+        pd.Series(frame["drift"].to_numpy(bool)).groupby(labels).transform("any")
+        if "drift" in frame
+        else pd.Series(np.zeros(len(frame), bool))
+    ).to_numpy()
+    cut = np.where(drifted, share if drift_share is None else drift_share, share)
     buckets = np.array([_bucket(f"{seed}:{key}") for key in keys])
-    held_out = (buckets < share) & ~pinned
+    held_out = (buckets < cut) & ~pinned
     return np.where(held_out, "validation", "train")
 
 

@@ -116,3 +116,16 @@ def test_groups_holding_a_replayed_example_stay_in_train() -> None:
     )
     assert (sides[replayed.to_numpy()] == "train").all()
     assert (sides[~replayed.to_numpy()] == "validation").all()
+
+
+def test_emerging_topic_groups_are_held_out_at_their_own_share():
+    n = 2000
+    frame = pd.DataFrame(
+        {
+            "example_id": [f"e{i:05d}" for i in range(n)],
+            "source": ["quality"] * n,
+            "drift": [True] * n,
+        }
+    )
+    sides = assign(frame, np.arange(n), 0.1, 0, drift_share=0.3)
+    assert 500 <= (sides == "validation").sum() <= 700
