@@ -112,7 +112,11 @@ class DatasetStore:
         return sorted(refs, key=lambda r: (r.card.get("created_at", ""), r.version))
 
     def find(self, version: str) -> VersionRef:
-        """Look a version up by its id (or a unique prefix of it), in any dataset."""
+        """Look a version up by id, unique id prefix, or `<name>@latest`."""
+        if version.endswith("@latest"):
+            refs = self.versions(version.removesuffix("@latest"))
+            if refs:
+                return refs[-1]
         matches = [r for r in self.versions() if r.version.startswith(version)]
         if len(matches) == 1:
             return matches[0]

@@ -417,3 +417,15 @@ class TestForget:
     ) -> None:
         with pytest.raises(ConfigError, match="forget needs a non-empty --user-id"):
             store.forget(user_id)
+
+
+def test_name_at_latest_finds_the_newest_version_of_that_dataset(tmp_path):
+    store = DatasetStore(LocalStore(tmp_path))
+    for version, created in (("aaa111", "2026-11-01"), ("bbb222", "2026-11-02")):
+        store.store.write_bytes(
+            f"datasets/support/{version}/card.json",
+            json.dumps({"created_at": created, "window": {}}).encode(),
+        )
+    assert store.find("support@latest").version == "bbb222"
+    with pytest.raises(ConfigError, match="is not in the lake"):
+        store.find("sales@latest")
