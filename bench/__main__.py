@@ -15,13 +15,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import curate, embedding, ingest, monitor
+from bench import curate, embedding, finetune, ingest, monitor
 
 BENCHMARKS = {
     "ingest": ingest.run,
     "embedding": embedding.run,
     "monitor": monitor.run,
     "curate": curate.run,
+    "finetune": finetune.run,
 }
 RESULTS = Path(__file__).parent / "results"
 
