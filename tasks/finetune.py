@@ -9,6 +9,7 @@ the final figures to result.json.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _STDERR_TAIL_LINES = 20
+# How often the parent looks at the child and at the steps it streamed, in seconds.
+_POLL_S = 0.5
 _TIMEOUT_FIX = (
     "Raise DRIFTLOOP_FINETUNE_TIMEOUT_S (FinetuneSettings.timeout_s) if the run was "
     "healthy, or train on less: fewer epochs, a smaller max_length or max_steps."
@@ -160,6 +163,8 @@ def train_adapter(
     )
     batches = step_batches(train_examples, settings.batch_size, settings.seed, total)
     validation_loss = float("nan")
+    # The first line tells a parent following the stream how long the bar is.
+    on_step({"step": 0, "total_steps": total})
     with progress("Fine-tuning the adapter", total) as bar:
         for batch in batches:
             loss = trainer.step(batch)
@@ -296,7 +301,7 @@ def run_training(spec: dict[str, Any], work_dir: Path, timeout_s: float) -> dict
             start_new_session=True,
         )
         try:
-            status = child.wait(timeout=timeout_s)
+            status = _follow(child, metrics_path, timeout_s)
         except subprocess.TimeoutExpired:
             os.killpg(child.pid, signal.SIGKILL)
             child.wait()
@@ -314,6 +319,46 @@ def run_training(spec: dict[str, Any], work_dir: Path, timeout_s: float) -> dict
         )
     result = json.loads(result_path.read_text())
     return {**result, "metrics": _read_metrics(metrics_path)}
+
+
+def _follow(child: subprocess.Popen, metrics_path: Path, timeout_s: float) -> int:
+    """Wait for the child, showing its steps as a bar; TimeoutExpired past the limit.
+
+    The child's own bar would draw into a log file, so the parent draws one here (and
+    the Prefect progress artifact) from the step lines the child streams.
+    """
+    deadline = time.monotonic() + timeout_s
+    with contextlib.ExitStack() as stack:
+        bar, offset = None, 0
+        while True:
+            try:
+                status = child.wait(timeout=min(_POLL_S, timeout_s))
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= deadline:
+                    raise
+                status = None
+            offset, rows = _new_rows(metrics_path, offset)
+            for row in rows:
+                if "total_steps" in row and bar is None:
+                    bar = stack.enter_context(
+                        progress("Fine-tuning the adapter", int(row["total_steps"]))
+                    )
+                elif "train_loss" in row and bar is not None:
+                    bar.advance(1)
+            if status is not None:
+                return status
+
+
+def _new_rows(path: Path, offset: int) -> tuple[int, list[dict]]:
+    """Complete JSON lines written to `path` after byte `offset`, and the new offset."""
+    if not path.is_file():
+        return offset, []
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        data = handle.read()
+    complete = data[: data.rfind(b"\n") + 1]  # a half-written last line waits
+    rows = [json.loads(line) for line in complete.splitlines() if line.strip()]
+    return offset + len(complete), rows
 
 
 def _tail(path: Path, lines: int = _STDERR_TAIL_LINES) -> str:

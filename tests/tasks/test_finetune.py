@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
@@ -13,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from driftloop.errors import ConfigError
+from tasks import finetune as finetune_module
 from tasks.finetune import (
     FinetuneSettings,
     TrainingFailed,
@@ -199,13 +201,32 @@ class TestRunTraining:
             "settings": {**TINY_LORA, **settings},
         }
 
-    def test_a_child_run_streams_the_train_loss_of_every_step(
-        self, tiny_base, tmp_path
+    def test_a_child_run_streams_every_step_and_the_parent_shows_them(
+        self, tiny_base, tmp_path, monkeypatch
     ):
+        bars = []
+        real = finetune_module.progress
+
+        @contextlib.contextmanager
+        def recording(description, total):
+            # The real bar, with its advances counted: the child draws none we see.
+            with real(description, total) as bar:
+                bars.append([description, total, 0])
+                advance = bar.advance
+
+                def counted(n=1):
+                    bars[-1][2] += n
+                    advance(n)
+
+                bar.advance = counted
+                yield bar
+
+        monkeypatch.setattr(finetune_module, "progress", recording)
         spec = self.spec(tmp_path, str(tiny_base[0]), max_steps=6, eval_every=3)
         result = run_training(spec, tmp_path / "work", timeout_s=300)
         train = [m for m in result["metrics"] if "train_loss" in m]
         assert [m["step"] for m in train] == [1, 2, 3, 4, 5, 6]
+        assert bars == [["Fine-tuning the adapter", 6, 6]]
         assert result["steps"] == 6
         assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").is_file()
 
