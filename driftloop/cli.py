@@ -326,4 +326,4 @@ def status(lake: LakeOption = None, as_json: JsonOption = False) -> None:
 
 
 # Registered last: these modules add their commands to `app` when imported.
-from driftloop import cli_datasets  # noqa: E402, F401
+from driftloop import cli_datasets, cli_models  # noqa: E402, F401

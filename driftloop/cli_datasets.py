@@ -18,7 +18,6 @@ datasets_app = typer.Typer(
     help="List and compare dataset versions.", no_args_is_help=True
 )
 app.add_typer(datasets_app, name="datasets")
-REGISTERED_MODEL = "driftloop-assistant"
 
 
 @app.command()
@@ -241,7 +240,7 @@ def forget(
         + (", ".join(result["dataset_versions"]) or "none")
     )
     console.print(
-        f"Registered {REGISTERED_MODEL} versions trained on them: "
+        "Registered model versions trained on them: "
         + (", ".join(result["model_versions"]) or "none")
     )
     if holding:
@@ -255,18 +254,10 @@ def _model_versions(dataset_versions: set[str]) -> list[str]:
     """Registered model versions whose training data is one of these versions."""
     if not dataset_versions:
         return []
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
+    from tasks import registry
 
-    from driftloop import tracking
-
-    tracking.experiment_id("driftloop-curate")  # points MLflow at the store
-    try:
-        found = MlflowClient().search_model_versions(f"name='{REGISTERED_MODEL}'")
-    except MlflowException:
-        return []
     return sorted(
         f"{v.name}/{v.version}"
-        for v in found
+        for v in registry.versions()
         if v.tags.get("dataset_version") in dataset_versions
     )
