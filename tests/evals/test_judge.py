@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -93,18 +94,26 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def endpoint() -> Iterator[FakeEndpoint]:
-    """A real HTTP server speaking the chat-completions API, on a free port."""
+@contextlib.contextmanager
+def serve_fake() -> Iterator[FakeEndpoint]:
+    """Run a real HTTP server speaking the chat-completions API, on a free port."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     fake = FakeEndpoint(url=f"http://127.0.0.1:{server.server_port}/v1")
     server.fake = fake  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield fake
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture
+def endpoint() -> Iterator[FakeEndpoint]:
+    with serve_fake() as fake:
+        yield fake
 
 
 @pytest.fixture
