@@ -42,6 +42,16 @@ def _local_store_uri() -> str:
     return f"sqlite:///{home / 'mlflow.db'}"
 
 
+def client():
+    """An MlflowClient on driftloop's store, whatever the process pointed MLflow at."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
 def experiment_id(name: str) -> str:
     """Return the experiment's id, creating it (with local artifacts by default)."""
     import mlflow

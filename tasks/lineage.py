@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from driftloop import tracking
 from driftloop.storage import open_store
 from tasks import registry
 from tasks.datasets import DatasetStore
@@ -11,9 +12,7 @@ from tasks.datasets import DatasetStore
 
 def trace(lake: str, use_case: str, ref: str) -> dict[str, Any]:
     """The chain: model version, training run, base, dataset, monitor run, logs."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient()
+    client = tracking.client()
     version = registry.get(use_case, ref)
     chain: list[dict[str, Any]] = [
         {

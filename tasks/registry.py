@@ -35,10 +35,7 @@ def model_name(use_case: str | None) -> str:
 
 
 def _client():
-    from mlflow.tracking import MlflowClient
-
-    tracking.experiment_id("driftloop-finetune")  # points MLflow at the store
-    return MlflowClient()
+    return tracking.client()
 
 
 @dataclass(frozen=True)

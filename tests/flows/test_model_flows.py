@@ -248,6 +248,20 @@ class TestLineage:
         ]
         assert result["chain"][-1]["facts"]["log objects"] > 0
 
+    def test_lineage_reads_driftloops_store_in_a_process_mlflow_was_never_told_of(
+        self, lake, decision, monkeypatch
+    ):
+        # A fresh `driftloop lineage` process: no MLFLOW_TRACKING_URI, and MLflow's
+        # own default store, not driftloop's. (set_tracking_uri would also write the
+        # environment variable, so the process state is set up by hand.)
+        from mlflow.tracking._tracking_service import utils
+        from tasks.lineage import trace
+
+        monkeypatch.delenv("MLFLOW_TRACKING_URI")
+        monkeypatch.setattr(utils, "_tracking_uri", None)
+        result = trace(lake, USE_CASE, "champion")
+        assert result["chain"][1]["what"] == "training run"
+
 
 def _poison(lake: str, version: str) -> str:
     """Write a copy of a dataset whose train answers are shuffled across prompts."""
