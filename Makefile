@@ -22,8 +22,10 @@ install: $(VENV)/.installed
 # Simulate two weeks of traffic with a product launch on 2026-11-11, land it in the
 # lake twice (the second run must land nothing), monitor the days around the launch,
 # curate the pre-launch traffic into a first dataset version, then the launch days
-# focused by the monitor's verdict into a second, show how they differ, and say what
-# is there and where to look.
+# focused by the monitor's verdict into a second, show how they differ, train a LoRA
+# adapter on it (over a small base pre-trained on the pre-launch traffic), let the
+# gate judge it against that champion, trace the champion back to the logs, and say
+# what is there and where to look.
 demo: install
 	rm -rf $(DEMO)
 	$(BIN)/driftloop simulate --out $(DEMO)/logs --days 14 --per-day 2000 \
@@ -36,6 +38,9 @@ demo: install
 	$(BIN)/driftloop curate --start 2026-11-11 --end 2026-11-15 --monitor-run latest
 	$(BIN)/driftloop datasets list
 	$(BIN)/driftloop datasets diff --name support-assistant
+	$(BIN)/driftloop finetune --dataset support-assistant@latest
+	$(BIN)/driftloop evaluate --model support-assistant
+	$(BIN)/driftloop lineage champion --model support-assistant
 	$(BIN)/driftloop status
 
 test: install
