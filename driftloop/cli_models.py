@@ -188,3 +188,94 @@ def lineage(
         console.print(f"[bold]{step['what']}[/] {step['id']}")
         for key, value in step.get("facts", {}).items():
             console.print(f"    {key}: {value}")
+
+
+@app.command()
+def canary(
+    model: UseCaseOption,
+    window: Annotated[
+        str, typer.Option(help="Window of traffic judged: 24h, 7d, 90m.")
+    ] = "24h",
+    end: Annotated[
+        str | None,
+        typer.Option(help="End of the window (ISO, UTC); default now."),
+    ] = None,
+    act: Annotated[
+        bool,
+        typer.Option(
+            help="Promote the canary or withdraw it when the verdict is clear."
+        ),
+    ] = True,
+    lake: LakeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Compare the canary's production outcomes with the champion's; act when clear."""
+    from flows.canary import CanaryParams
+    from flows.canary import canary as canary_flow
+
+    try:
+        result = canary_flow(
+            CanaryParams(
+                lake=_lake(lake), use_case=model, window=window, end=end, act=act
+            )
+        )
+    except DriftloopError as exc:
+        _fail(exc)
+    if as_json:
+        sys.stdout.write(json.dumps(result, default=str) + "\n")
+        return
+    _print_canary(result)
+
+
+def _print_canary(result: dict[str, Any]) -> None:
+    console = Console()
+    if result["decision"] == "no canary":
+        console.print(result["reasons"][0])
+        return
+    table = Table(
+        title=f"canary v{result['canary_version']} ({result['canary_label']}) vs "
+        f"champion v{result['champion_version']} ({result['champion_label']}), "
+        f"{result['window']}; differences in points, latency in %"
+    )
+    for column in ("metric", "n", "canary", "champion", "difference [95%]"):
+        table.add_column(column)
+    table.add_column("tolerance")
+    table.add_column("status")
+    for row in result["metrics"]:
+        table.add_row(row["metric"], *_canary_cells(row))
+    if result["metrics"]:
+        console.print(table)
+    actions = {"promote": "PROMOTED", "rollback": "ROLLED BACK"}
+    decision = result["decision"]
+    if result["acted"]:
+        console.print(f"[bold]{actions[decision]}[/] aliases: {result['aliases']}")
+    elif decision in actions:
+        console.print(f"[bold]{decision}[/] (not acted on: --no-act)")
+    else:
+        console.print("[bold]wait[/]: the evidence is not clear yet")
+    for reason in result["reasons"]:
+        console.print(f"- {reason}")
+
+
+def _canary_cells(row: dict[str, Any]) -> list[str]:
+    """A metric's row as text: shares in %, latency in ms, changes in points or %."""
+    value = "{:.0f} ms" if row["metric"] == "latency_p50" else "{:.1%}"
+
+    def shown(number: float | None) -> str:
+        return "-" if number is None else value.format(number)
+
+    difference = "-"
+    if row["difference"] is not None:
+        difference = (
+            f"{100 * row['difference']:+.1f} "
+            f"[{100 * row['low']:+.1f}, {100 * row['high']:+.1f}]"
+        )
+    limit = row["tolerance"] if row["harmful"] == "higher" else -row["tolerance"]
+    return [
+        f"{row['n_canary']}/{row['n_champion']}",
+        shown(row["canary"]),
+        shown(row["champion"]),
+        difference,
+        f"{100 * limit:+.1f}",
+        row["status"],
+    ]

@@ -131,6 +131,16 @@ def versions(use_case: str | None = None) -> list[Version]:
     return sorted(found, key=lambda v: (v.name, int(v.version)))
 
 
+def use_cases_with(alias: str) -> list[str]:
+    """The use cases whose registered model has a version with this alias."""
+    found = []
+    for model in _client().search_registered_models(f"name LIKE '{PREFIX}-%'"):
+        if alias in (model.aliases or {}):
+            tags = model.tags or {}
+            found.append(tags.get("use_case") or model.name.removeprefix(f"{PREFIX}-"))
+    return sorted(found)
+
+
 def set_alias(use_case: str | None, alias: str, version: str) -> None:
     _client().set_registered_model_alias(model_name(use_case), alias, version)
     log.info(
@@ -169,17 +179,25 @@ def rollback(use_case: str | None) -> dict[str, str]:
 
 
 def canary(use_case: str | None, version: str, share: float) -> dict[str, Any]:
-    """Point alias `canary` at a version, with the share of traffic it should get."""
+    """Point alias `canary` at a version, with the share of traffic it should get.
+
+    The version is tagged with the `model_version` label its answers must log (tag
+    `serving_label`, kept when already set), so the canary verdict can find them.
+    """
+    from tasks.canary import SERVING_LABEL, serving_label
+
     if not 0 < share < 100:
         raise ConfigError(
             f"canary share {share} is not a percentage between 0 and 100 (exclusive)"
         )
-    get(use_case, version)
+    found = get(use_case, version)
     client = _client()
-    client.set_model_version_tag(
-        model_name(use_case), version, "canary_share", str(share)
-    )
+    name = model_name(use_case)
+    client.set_model_version_tag(name, version, "canary_share", str(share))
+    label = serving_label(found)
+    client.set_model_version_tag(name, version, SERVING_LABEL, label)
     set_alias(use_case, CANARY, version)
+    log.info("registry model=%s canary=%s serving_label=%s", name, version, label)
     return {"canary": version, "traffic_share": share}
 
 

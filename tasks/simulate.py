@@ -3,6 +3,10 @@
 Every day of every use case draws from its own seeded generator: the same config gives
 the same bytes, days before `drift_day` are identical across scenarios, and a longer
 run starts with the days of a shorter one.
+
+A canary (`canary_version`) serves a share of support sessions from `canary_day` on,
+chosen by the session id as a traffic splitter would, so no extra draw is made and a
+config without a canary writes the same bytes as before canaries existed.
 """
 
 from __future__ import annotations
@@ -124,6 +128,14 @@ class SimulationConfig:
     start: date = date(2026, 11, 1)  # first day, UTC
     models: tuple[str, ...] = (SUPPORT,)  # use cases to simulate
     malformed: bool = True  # add malformed and re-sent lines, as shippers do
+    # The model_version label the canary's support answers log; None: no canary.
+    canary_version: str | None = None
+    canary_share: float = 0.2  # share of support sessions the canary serves
+    canary_day: int = 0  # 0-based index of the first day the canary serves
+    # Multiplies the canary's share of poor answers (thumbs-down, corrections and
+    # failed outcomes follow them): below 1 a better canary, above 1 a worse one.
+    canary_failure_factor: float = 1.0
+    canary_latency_factor: float = 1.0  # multiplies the canary's latency
 
     def __post_init__(self) -> None:
         for name, minimum in (
@@ -154,6 +166,29 @@ class SimulationConfig:
             raise _refusal("models", "a tuple without repeated names", models)
         if not isinstance(self.malformed, bool):
             raise _refusal("malformed", "True or False", self.malformed)
+        if self.canary_version is not None:
+            self._check_canary()
+
+    def _check_canary(self) -> None:
+        label = self.canary_version
+        if not isinstance(label, str) or not label.strip():
+            raise _refusal("canary_version", "a non-empty label or None", label)
+        day = self.canary_day
+        if isinstance(day, bool) or not isinstance(day, int) or day < 0:
+            raise _refusal("canary_day", "an integer >= 0", day)
+        if day >= self.days:
+            raise _refusal("canary_day", f"below days={self.days}", day)
+        if not _is_number(self.canary_share) or not 0 < self.canary_share < 1:
+            expected = "a number strictly between 0 and 1"
+            raise _refusal("canary_share", expected, self.canary_share)
+        for name in ("canary_failure_factor", "canary_latency_factor"):
+            factor = getattr(self, name)
+            if not _is_number(factor) or not 0 < factor <= 100:
+                raise _refusal(name, "a number above 0 and at most 100", factor)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _refusal(name: str, expected: str, got: object) -> SimulationConfigError:
@@ -192,6 +227,10 @@ class _Day:
     salt: int
     stamps: tuple[tuple[tuple[str, str], ...], ...]
     dates: dict[str, tuple[tuple[str, ...], tuple[str, ...]]]
+    canary_version: str | None = None
+    canary_cut: int = 0  # session ids below this 64-bit value go to the canary
+    canary_failure: float = 1.0
+    canary_latency: float = 1.0
 
 
 def _plan_day(config: SimulationConfig, model: str, index: int) -> _Day:
@@ -203,6 +242,8 @@ def _plan_day(config: SimulationConfig, model: str, index: int) -> _Day:
     if scenario == "language-shift":
         growth = config.drift_share * (index - config.drift_day + 1)
         language_share = min(MAX_LANGUAGE_SHARE, growth)
+    canary = config.canary_version is not None and model == SUPPORT
+    canary = canary and index >= config.canary_day
     return _Day(
         model=model,
         day=day,
@@ -222,6 +263,10 @@ def _plan_day(config: SimulationConfig, model: str, index: int) -> _Day:
             )
             for lang in corpus.MONTHS
         },
+        canary_version=config.canary_version if canary else None,
+        canary_cut=int(config.canary_share * 2**64) if canary else 0,
+        canary_failure=config.canary_failure_factor,
+        canary_latency=config.canary_latency_factor,
     )
 
 
@@ -265,6 +310,7 @@ class _Session:
     channel: str
     locale: str
     asked: str = ""
+    canary: bool = False  # served by the canary rather than the day's version
 
 
 def _open_session(rng: random.Random, plan: _Day) -> _Session:
@@ -277,7 +323,8 @@ def _open_session(rng: random.Random, plan: _Day) -> _Session:
     else:
         topic = _weighted(rng, _topic_table(plan.model))
     rank = _user_rank(rng, plan.users)
-    session_id = f"ses_{rng.getrandbits(64):016x}"
+    bits = rng.getrandbits(64)
+    session_id = f"ses_{bits:016x}"
     user_id = f"usr_{(rank * 2654435761 + plan.salt) % 2**32:08x}"
     if plan.model == SALES:
         system, form, channel, locale = corpus.SYSTEM_PROMPTS[SALES], 0, "web", "en-US"
@@ -299,6 +346,7 @@ def _open_session(rng: random.Random, plan: _Day) -> _Session:
         user_id=user_id,
         channel=channel,
         locale=locale,
+        canary=bits < plan.canary_cut,
     )
 
 
@@ -363,6 +411,8 @@ def _quality(rng: random.Random, session: _Session) -> str:
         rate, kinds = _FAILURES["quality-drop"]
     else:
         rate, kinds = _FAILURES["baseline"]
+    if session.canary:
+        rate = min(1.0, rate * session.plan.canary_failure)
     return "good" if rng.random() >= rate else _weighted(rng, kinds)
 
 
@@ -379,11 +429,15 @@ def _record(
     latency = (450.0 + 9.0 * completion_tokens) * pick(rng, _LATENCY_NOISE)
     if session.plan.scenario == "quality-drop":
         latency *= QUALITY_DROP_SLOWDOWN
+    version = session.plan.version
+    if session.canary:
+        latency *= session.plan.canary_latency
+        version = session.plan.canary_version or version
     return {
         "request_id": request_id,
         "timestamp": timestamp,
         "model": session.plan.model,
-        "model_version": session.plan.version,
+        "model_version": version,
         "messages": messages.copy(),
         "response": response,
         "latency_ms": round(latency, 1),
@@ -639,6 +693,9 @@ def _counted(
 def _manifest(config: SimulationConfig, tally: _Tally) -> bytes:
     """Describe the run: config, topic counts, faults and planted PII."""
     settings = {**asdict(config), "start": config.start.isoformat()}
+    if config.canary_version is None:
+        # Keeps the manifest of a run without a canary as it was before canaries.
+        settings = {k: v for k, v in settings.items() if not k.startswith("canary_")}
     document = {
         "config": {**settings, "models": list(config.models)},
         "files": tally.files,

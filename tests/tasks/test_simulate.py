@@ -24,7 +24,7 @@ from tasks.simulate import (
     iter_interactions,
     simulate,
 )
-from tasks.simulate_corpus import FAILURES
+from tasks.simulate_corpus import FAILURES, VERSIONS
 
 START = date(2026, 11, 1)
 REFUSED = {*FAILURES["refusal"], *FAILURES["offtopic"]}
@@ -721,4 +721,147 @@ class TestConfig:
         assert str(refused.value) == (
             "SimulationConfig.per_day must be an integer >= 1, got 0; "
             "set per_day to such a value."
+        )
+
+
+CANARY = "driftloop-support-assistant/2"
+VERSION = VERSIONS[SUPPORT][0]
+
+
+def _by_version(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        groups[record["model_version"]].append(record)
+    return groups
+
+
+def _canary_day(**effect: float) -> dict[str, list[dict[str, Any]]]:
+    config = SimulationConfig(
+        days=1,
+        per_day=20_000,
+        seed=11,
+        canary_version=CANARY,
+        canary_share=0.5,
+        **effect,
+    )
+    return _by_version(list(iter_interactions(config)))
+
+
+class TestCanary:
+    def test_a_canary_serves_about_its_share_of_sessions_from_its_day_on(self) -> None:
+        config = SimulationConfig(
+            days=2, per_day=4_000, canary_version=CANARY, canary_share=0.3, canary_day=1
+        )
+        records = list(iter_interactions(config))
+        sessions: dict[date, dict[str, set[str]]] = defaultdict(
+            lambda: defaultdict(set)
+        )
+        for record in records:
+            sessions[_day_of(record)][record["session_id"]].add(record["model_version"])
+        first, second = (sessions[START + timedelta(days=d)] for d in (0, 1))
+
+        served = list(second.values())
+        canary = sum(labels == {CANARY} for labels in served) / len(served)
+
+        assert all(CANARY not in labels for labels in first.values())
+        assert all(len(labels) == 1 for labels in served)
+        assert 0.27 < canary < 0.33
+
+    def test_days_before_the_canary_day_are_identical_to_a_run_without_one(
+        self, tmp_path: Path
+    ) -> None:
+        base = {"days": 2, "per_day": 500}
+        simulate(tmp_path / "none", SimulationConfig(**base))
+        simulate(
+            tmp_path / "canary",
+            SimulationConfig(**base, canary_version=CANARY, canary_day=1),
+        )
+
+        none, canary = _files(tmp_path / "none"), _files(tmp_path / "canary")
+        day0 = [name for name in none if "2026-11-01" in name]
+
+        assert len(day0) == 24
+        assert all(none[name] == canary[name] for name in day0)
+        assert any(CANARY.encode() in body for body in canary.values())
+
+    def test_the_manifest_records_the_canary_only_when_there_is_one(
+        self, tmp_path: Path
+    ) -> None:
+        simulate(tmp_path / "none", SimulationConfig(days=1, per_day=100))
+        simulate(
+            tmp_path / "canary",
+            SimulationConfig(days=1, per_day=100, canary_version=CANARY),
+        )
+
+        def config(out: Path) -> dict[str, Any]:
+            return json.loads((out / "_simulation.json").read_bytes())["config"]
+
+        assert not [k for k in config(tmp_path / "none") if k.startswith("canary")]
+        assert config(tmp_path / "canary")["canary_version"] == CANARY
+
+    def test_a_worse_canary_draws_more_thumbs_down_and_fewer_resolved_outcomes(
+        self,
+    ) -> None:
+        groups = _canary_day(canary_failure_factor=6.0)
+
+        def rates(records: list[dict[str, Any]]) -> tuple[float, float]:
+            rated = [r["feedback"] for r in records if r["feedback"] is not None]
+            resolved = sum(r["task_outcome"] == "resolved" for r in records)
+            return rated.count(-1) / len(rated), resolved / len(records)
+
+        canary, champion = rates(groups[CANARY]), rates(groups[VERSION])
+
+        assert canary[0] > champion[0] + 0.15
+        assert canary[1] < champion[1] - 0.07
+
+    def test_a_better_canary_draws_fewer_corrections_and_more_resolved_outcomes(
+        self,
+    ) -> None:
+        groups = _canary_day(canary_failure_factor=0.1)
+
+        def rates(records: list[dict[str, Any]]) -> tuple[float, float]:
+            corrected = sum(r["corrected_response"] is not None for r in records)
+            resolved = sum(r["task_outcome"] == "resolved" for r in records)
+            return corrected / len(records), resolved / len(records)
+
+        canary, champion = rates(groups[CANARY]), rates(groups[VERSION])
+
+        assert canary[0] < 0.85 * champion[0]
+        assert canary[1] > champion[1] + 0.01
+
+    def test_a_slower_canary_answers_slower_by_its_factor(self) -> None:
+        groups = _canary_day(canary_latency_factor=1.5)
+
+        def median(records: list[dict[str, Any]]) -> float:
+            return statistics.median(r["latency_ms"] for r in records)
+
+        ratio = median(groups[CANARY]) / median(groups[VERSION])
+
+        assert 1.4 < ratio < 1.6
+
+    @pytest.mark.parametrize(
+        ("settings", "field"),
+        [
+            ({"canary_version": ""}, "canary_version"),
+            ({"canary_version": CANARY, "canary_share": 0}, "canary_share"),
+            ({"canary_version": CANARY, "canary_share": 1.0}, "canary_share"),
+            ({"canary_version": CANARY, "days": 2, "canary_day": 2}, "canary_day"),
+            ({"canary_version": CANARY, "canary_day": -1}, "canary_day"),
+            ({"canary_version": CANARY, "canary_failure_factor": 0}, "canary_failure"),
+            ({"canary_version": CANARY, "canary_latency_factor": -1}, "canary_latency"),
+        ],
+    )
+    def test_an_invalid_canary_setting_is_refused_naming_its_field(
+        self, settings: dict[str, Any], field: str
+    ) -> None:
+        with pytest.raises(ValueError, match=rf"SimulationConfig\.{field}\w* must be"):
+            SimulationConfig(**settings)
+
+    def test_a_canary_refusal_says_what_was_expected_and_what_came(self) -> None:
+        with pytest.raises(ConfigError) as refused:
+            SimulationConfig(canary_version=CANARY, canary_share=1.5)
+
+        assert str(refused.value) == (
+            "SimulationConfig.canary_share must be a number strictly between 0 and 1, "
+            "got 1.5; set canary_share to such a value."
         )
