@@ -70,3 +70,34 @@ class IngestSettings(BaseSettings):
         ge=1,
         description="Objects landed between manifest commits; a crash redoes these.",
     )
+
+
+class DaskSettings(BaseSettings):
+    """Where the monitor's comparisons run: in the flow's process or on Dask."""
+
+    model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_DASK_", extra="ignore")
+
+    address: str = Field(
+        "",
+        description=(
+            "Empty: compare in the flow's own process, one use case and window after "
+            "another. local: start a Dask LocalCluster for the flow run. Otherwise "
+            "the address of a running Dask scheduler, e.g. tcp://dask:8786, whose "
+            "workers have driftloop installed and the same MLflow and S3 settings."
+        ),
+    )
+    workers: int = Field(1, ge=1, le=64, description="Workers of a local cluster.")
+    threads_per_worker: int = Field(
+        2, ge=1, le=64, description="Threads of each local worker; comparisons each."
+    )
+    processes: bool = Field(
+        False,
+        description=(
+            "Run local workers as processes rather than threads of the flow's "
+            "process. Threads share one loaded embedding model, and torch and NumPy "
+            "release the GIL in the heavy parts; processes load the model once each."
+        ),
+    )
+    connect_timeout_s: float = Field(
+        30, gt=0, description="Seconds to wait for a remote scheduler to answer."
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from driftloop import tracking
+from driftloop import runners, tracking
 from driftloop.settings import HomeSettings
 from driftloop.storage import open_store
 from tasks import monitor as steps
@@ -189,6 +190,29 @@ def plan(params: MonitorParams) -> list[tuple[Window, Window]]:
     return pairs
 
 
+def _lake_comparisons(params: MonitorParams, shared: dict) -> Iterator[dict]:
+    """The parameters of `compare` for each window pair and use case, loaded lazily."""
+    lake = Lake(open_store(params.lake))
+    for current_window, reference_window in plan(params):
+        current_all = load_window(lake, current_window)
+        reference_all = load_window(lake, reference_window)
+        models = [params.model] if params.model else models_in(current_all) or [None]
+        for model in models:
+            pick = (
+                (lambda f: f)
+                if model is None
+                else (lambda f, m=model: f[f["model"] == m])
+            )
+            yield {
+                "reference": pick(reference_all),
+                "current": pick(current_all),
+                "model": model,
+                "window_label": current_window.label(),
+                "reference_label": reference_window.label(),
+                **shared,
+            }
+
+
 @flow(name="monitor")
 def monitor(params: MonitorParams) -> list[dict]:
     """Compare current windows with their references; raise an event on drift."""
@@ -202,43 +226,20 @@ def monitor(params: MonitorParams) -> list[dict]:
         )
     settings = steps.MonitorSettings()
     embedder = Embedder()
+    shared = {"settings": settings, "embedder": embedder}
     if params.current_path:
-        reference = load_logs(params.reference_path)
-        current = load_logs(params.current_path)
-        results = [
-            compare(
-                reference,
-                current,
-                params.model,
-                params.current_path,
-                params.reference_path,
-                settings,
-                embedder,
-            )
+        comparisons = [
+            {
+                "reference": load_logs(params.reference_path),
+                "current": load_logs(params.current_path),
+                "model": params.model,
+                "window_label": params.current_path,
+                "reference_label": params.reference_path,
+                **shared,
+            }
         ]
-        return json.loads(json.dumps(results, default=str))
-
-    lake = Lake(open_store(params.lake))
-    results = []
-    for current_window, reference_window in plan(params):
-        current_all = load_window(lake, current_window)
-        reference_all = load_window(lake, reference_window)
-        models = [params.model] if params.model else models_in(current_all) or [None]
-        for model in models:
-            pick = (
-                (lambda f: f)
-                if model is None
-                else (lambda f, m=model: f[f["model"] == m])
-            )
-            results.append(
-                compare(
-                    pick(reference_all),
-                    pick(current_all),
-                    model,
-                    current_window.label(),
-                    reference_window.label(),
-                    settings,
-                    embedder,
-                )
-            )
+    else:
+        comparisons = _lake_comparisons(params, shared)
+    # On Dask when DRIFTLOOP_DASK_ADDRESS is set, else here, one after another.
+    results = runners.run_each(compare, comparisons)
     return json.loads(json.dumps(results, default=str))
