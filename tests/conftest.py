@@ -87,3 +87,14 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def unavailable(reason: str) -> None:
+    """Skip a test whose system prerequisite is missing; fail instead under CI.
+
+    `.ci/run` installs Chromium and PostgreSQL and sets DRIFTLOOP_TEST_STRICT, so there
+    a missing prerequisite is a red build, never a quietly skipped guarantee.
+    """
+    if os.environ.get("DRIFTLOOP_TEST_STRICT"):
+        pytest.fail(f"{reason} (DRIFTLOOP_TEST_STRICT is set)", pytrace=False)
+    pytest.skip(reason)
