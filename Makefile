@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench lint clean up down
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,14 @@ demo: install
 	$(BIN)/driftloop evaluate --model support-assistant
 	$(BIN)/driftloop lineage champion --model support-assistant
 	$(BIN)/driftloop status
+
+# A Prefect server and an MLflow server with their UIs, a worker, and prefect.yaml
+# deployed: the loop then runs by itself. `make down` stops what `make up` started.
+up: install
+	$(BIN)/driftloop up
+
+down:
+	$(BIN)/driftloop down
 
 test: install
 	$(BIN)/python -m pytest

@@ -50,6 +50,13 @@ def _embedded_defaults() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # With an MLflow server, every ended run prints its link on stdout, where --json
+    # promises one JSON object; the links are in the runs' Prefect artifacts instead.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # With `driftloop up` running, every command reports to its servers.
+    from driftloop import stack
+
+    stack.connect_env()
 
 
 @app.callback()
@@ -143,6 +150,33 @@ def simulate(
         list[str] | None,
         typer.Option(help="Use case (repeatable): support-assistant, sales-assistant."),
     ] = None,
+    canary_version: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve some support sessions from a canary that logs this "
+            "model_version (its serving label, e.g. driftloop-support-assistant/3).",
+            show_default=False,
+        ),
+    ] = None,
+    canary_share: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=1.0, help="Share of sessions the canary serves, e.g. 0.1."
+        ),
+    ] = 0.2,
+    canary_day: Annotated[
+        int, typer.Option(min=0, help="Day index (from 0) the canary starts serving.")
+    ] = 0,
+    canary_failure_factor: Annotated[
+        float,
+        typer.Option(
+            help="Multiplies the canary's share of poor answers, and with it "
+            "thumbs-down, corrections and failed outcomes: 0.5 better, 3 worse."
+        ),
+    ] = 1.0,
+    canary_latency_factor: Annotated[
+        float, typer.Option(help="Multiplies the canary's latency: 1.5 is slower.")
+    ] = 1.0,
     as_json: JsonOption = False,
 ) -> None:
     """Write realistic production traffic, with a chosen drift, as hourly log files."""
@@ -159,6 +193,11 @@ def simulate(
             drift_share=drift_share,
             start=date.fromisoformat(start),
             models=tuple(model or ("support-assistant",)),
+            canary_version=canary_version,
+            canary_share=canary_share,
+            canary_day=canary_day,
+            canary_failure_factor=canary_failure_factor,
+            canary_latency_factor=canary_latency_factor,
         )
     except ValueError as exc:
         _fail(DriftloopError(str(exc)))
@@ -326,4 +365,4 @@ def status(lake: LakeOption = None, as_json: JsonOption = False) -> None:
 
 
 # Registered last: these modules add their commands to `app` when imported.
-from driftloop import cli_datasets, cli_models  # noqa: E402, F401
+from driftloop import cli_datasets, cli_loop, cli_models  # noqa: E402, F401

@@ -132,3 +132,10 @@ def run_url(active: Any) -> str | None:
         return None
     info = active.info
     return f"{uri.rstrip('/')}/#/experiments/{info.experiment_id}/runs/{info.run_id}"
+
+
+def run_link(run_id: str) -> str | None:
+    """The MLflow UI address of a run given its id, when the store is a server."""
+    if not tracking_uri().startswith(("http://", "https://")):
+        return None
+    return run_url(client().get_run(run_id))

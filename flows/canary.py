@@ -11,6 +11,7 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
 from driftloop import tracking
+from driftloop.errors import ConfigError, DriftloopError
 from driftloop.settings import HomeSettings
 from driftloop.storage import open_store
 from tasks import canary as steps
@@ -20,14 +21,11 @@ from tasks.windows import Window, load_window, parse_span, parse_time
 EXPERIMENT = "driftloop-canary"
 
 
-class CanaryParams(BaseModel):
-    """Which use case's canary to judge, over which window, and whether to act."""
+class CanaryCheckParams(BaseModel):
+    """The window the canaries are judged on, and whether a clear verdict acts."""
 
     lake: str = Field(
         default_factory=lambda: HomeSettings().lake_uri(), description="Lake URI."
-    )
-    use_case: str = Field(
-        min_length=1, max_length=200, description="Use case (the logs' model field)."
     )
     window: str = Field(
         "24h", max_length=16, description="Length of the window judged, e.g. 24h, 7d."
@@ -38,6 +36,14 @@ class CanaryParams(BaseModel):
     act: bool = Field(
         True,
         description="Promote the canary or withdraw it when the verdict is clear.",
+    )
+
+
+class CanaryParams(CanaryCheckParams):
+    """One use case's canary: the check's parameters and the use case."""
+
+    use_case: str = Field(
+        min_length=1, max_length=200, description="Use case (the logs' model field)."
     )
 
 
@@ -121,39 +127,39 @@ def canary(params: CanaryParams) -> dict[str, Any]:
     return json.loads(json.dumps(result, default=float))
 
 
-class CanaryCheckParams(BaseModel):
-    """The scheduled check: every use case that has a canary, over one window."""
-
-    lake: str = Field(
-        default_factory=lambda: HomeSettings().lake_uri(), description="Lake URI."
-    )
-    window: str = Field(
-        "24h", max_length=16, description="Length of the window judged, e.g. 24h, 7d."
-    )
-    act: bool = Field(
-        True,
-        description="Promote each canary or withdraw it when its verdict is clear.",
-    )
-
-
 @flow(name="canary-check")
 def canary_check(params: CanaryCheckParams) -> list[dict[str, Any]]:
     """Judge the canary of every use case that has one; a use case without waits."""
     from tasks import registry
 
+    logger = get_run_logger()
     use_cases = registry.use_cases_with(registry.CANARY)
-    get_run_logger().info("canaries=%s", ",".join(use_cases) or "none")
-    return [
-        canary(
-            CanaryParams(
-                lake=params.lake,
-                use_case=use_case,
-                window=params.window,
-                act=params.act,
+    logger.info("canaries=%s", ",".join(use_cases) or "none")
+    results, failures = [], []
+    for use_case in use_cases:
+        # One use case's broken registry state must not keep the others' canaries
+        # from being judged; the run still fails, naming it, once they all were.
+        try:
+            results.append(
+                canary(
+                    CanaryParams(
+                        lake=params.lake,
+                        use_case=use_case,
+                        window=params.window,
+                        end=params.end,
+                        act=params.act,
+                    )
+                )
             )
+        except DriftloopError as exc:
+            logger.error("use_case=%s canary check failed: %s", use_case, exc)
+            failures.append(f"{use_case}: {exc}")
+    if failures:
+        raise ConfigError(
+            f"{len(failures)} of {len(use_cases)} canary checks failed (the others "
+            "were judged): " + "; ".join(failures)
         )
-        for use_case in use_cases
-    ]
+    return results
 
 
 def _columns(rows: list[dict]) -> dict[str, list]:

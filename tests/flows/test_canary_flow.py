@@ -8,6 +8,7 @@ is the canary and logs the label `driftloop promote --canary` gives it.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import date
 from pathlib import Path
@@ -22,7 +23,13 @@ from driftloop import tracking
 from driftloop.cli import app
 from driftloop.errors import ConfigError
 from driftloop.storage import LocalStore
-from flows.canary import EXPERIMENT, CanaryParams, canary
+from flows.canary import (
+    EXPERIMENT,
+    CanaryCheckParams,
+    CanaryParams,
+    canary,
+    canary_check,
+)
 from tasks import registry
 from tasks.ingest import ingest_objects, pending_objects
 from tasks.lake import Lake
@@ -267,3 +274,20 @@ class TestCommand:
         )
         assert out.exit_code == 0, out.output
         assert json.loads(out.output)["decision"] == "no canary"
+
+
+class TestScheduledCheck:
+    def test_it_judges_every_use_case_with_a_canary_and_names_a_broken_one(self, lake):
+        broken = f"no-champion-{RUN}"
+        registry.canary(broken, _register(broken), 10)
+        started = int(time.time() * 1000)
+        with pytest.raises(ConfigError, match=f"{broken}: .*no version 'champion'"):
+            canary_check(CanaryCheckParams(lake=lake, act=False, **WINDOW))
+        # The broken use case did not keep the others from being judged.
+        experiment = mlflow.get_experiment_by_name(EXPERIMENT).experiment_id
+        judged = MlflowClient().search_runs(
+            [experiment],
+            f"tags.use_case = '{_use_case('short')}' "
+            f"and attributes.start_time >= {started}",
+        )
+        assert [run.data.tags["decision"] for run in judged] == ["wait"]

@@ -255,6 +255,7 @@ class TestLineage:
         # own default store, not driftloop's. (set_tracking_uri would also write the
         # environment variable, so the process state is set up by hand.)
         from mlflow.tracking._tracking_service import utils
+
         from tasks.lineage import trace
 
         monkeypatch.delenv("MLFLOW_TRACKING_URI")
