@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from datetime import date
 from pathlib import Path
@@ -62,6 +63,13 @@ def _embedded_defaults() -> None:
 @app.callback()
 def main() -> None:
     _embedded_defaults()
+    # SIGTERM (a stop from a scheduler, `kill`) unwinds like Ctrl-C, so runs end
+    # KILLED and temporary files go; inside a flow Prefect's own handler takes over.
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _lake(lake: str | None) -> str:
@@ -351,16 +359,22 @@ def status(lake: LakeOption = None, as_json: JsonOption = False) -> None:
         for reason, count in summary["quarantine_reasons"].items():
             reasons.add_row(reason, str(count))
         console.print(reasons)
-    uri = tracking.tracking_uri()
+    from driftloop import stack
+
+    up = stack.running()
+    mlflow_at = up.mlflow_url if up else "`driftloop up` (or `make up`), then the URL"
+    prefect_at = up.prefect_ui if up else "the Prefect UI `driftloop up` prints"
     console.print(
         "[bold]Where to look[/]\n"
         f"- quarantine: {summary['lake']}/quarantine (Parquet: each refused line, its "
         "source, line number and reason)\n"
-        f"- MLflow: `mlflow ui --backend-store-uri {uri}`, experiments "
-        "driftloop-ingest and driftloop-monitor (metrics over windows, Evidently "
-        "HTML, topics.json)\n"
-        "- Prefect: `PREFECT_HOME=.driftloop/prefect prefect server start`, flow runs "
-        "and their drift-summary artifacts"
+        f"- MLflow ({tracking.strip_credentials(tracking.tracking_uri())}): "
+        f"{mlflow_at}; experiments driftloop-ingest, -monitor (drift over windows, "
+        "Evidently HTML, topics), -curate (datasets as run inputs), -finetune, "
+        "-evaluate (gate tables); registered models driftloop-<use case> with "
+        "aliases champion and challenger\n"
+        f"- Prefect: {prefect_at}; flow runs with their drift-summary, dataset-card "
+        "and evaluation artifacts, deployments and schedules"
     )
 
 

@@ -13,6 +13,10 @@ class StorageError(DriftloopError):
     """A folder or bucket cannot be read or written as asked."""
 
 
+class TrackingError(DriftloopError):
+    """The MLflow tracking store cannot be reached or refuses a run."""
+
+
 class InvalidRecord(DriftloopError):
     """One input record fails validation; it is quarantined with this reason."""
 

@@ -8,8 +8,9 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from driftloop.errors import TrackingError
 from driftloop.settings import HomeSettings
 
 log = logging.getLogger(__name__)
@@ -26,10 +27,15 @@ def strip_credentials(uri: str) -> str:
     if not parts.scheme or parts.scheme == "file":
         return uri
     host = parts.netloc.rsplit("@", 1)[-1]
-    query = urlencode(
-        [(k, v) for k, v in parse_qsl(parts.query) if not _SECRET_PARAMS.search(k)]
-    )
-    return urlunsplit((parts.scheme, host, parts.path, query, parts.fragment))
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    kept = [(k, v) for k, v in pairs if not _SECRET_PARAMS.search(k)]
+    if host == parts.netloc and len(kept) == len(pairs):
+        return uri  # nothing to remove: keep it as written
+    # Joined by hand: urlunsplit turns sqlite:////abs/path into sqlite://abs/path.
+    stripped = f"{parts.scheme}://{host}{parts.path}"
+    if kept:
+        stripped += f"?{urlencode(kept)}"
+    return stripped + (f"#{parts.fragment}" if parts.fragment else "")
 
 
 def tracking_uri() -> str:
@@ -94,25 +100,118 @@ def prefect_context() -> dict[str, str]:
     return tags
 
 
+# Tags naming the process that owns a run, so that a later run can tell whether a
+# run still RUNNING has an owner left (see `sweep_orphans`).
+HOST_TAG = "driftloop.host"
+PID_TAG = "driftloop.pid"
+STARTED_TAG = "driftloop.pid_start"
+
+
 @contextmanager
 def run(
     experiment: str, run_name: str | None = None, tags: dict[str, Any] | None = None
 ) -> Iterator[Any]:
-    """Open an MLflow run that always ends: FINISHED, FAILED, or KILLED."""
-    import mlflow
+    """Open an MLflow run that always ends: FINISHED, FAILED, or KILLED.
 
-    exp = experiment_id(experiment)
-    all_tags = {**prefect_context(), **{k: str(v) for k, v in (tags or {}).items()}}
-    active = mlflow.start_run(experiment_id=exp, run_name=run_name, tags=all_tags)
+    An exception ends it FAILED; Ctrl-C, SystemExit (the CLI turns SIGTERM into one)
+    and Prefect's cancellation signal end it KILLED. A SIGKILL ends nothing, so each
+    new run first marks KILLED the runs of its experiment whose process is gone.
+    MLflow's HTTP client retries an unreachable server with backoff
+    (MLFLOW_HTTP_REQUEST_MAX_RETRIES, 7 by default); after that the run is refused
+    with a TrackingError before the stage has done anything.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    all_tags = {
+        **prefect_context(),
+        **_owner(),
+        **{k: str(v) for k, v in (tags or {}).items()},
+    }
+    try:
+        exp = experiment_id(experiment)
+        sweep_orphans(exp)
+        active = mlflow.start_run(experiment_id=exp, run_name=run_name, tags=all_tags)
+    except MlflowException as exc:
+        raise TrackingError(
+            f"the MLflow tracking store {strip_credentials(tracking_uri())} refused "
+            f"or did not answer a new run in experiment {experiment}: "
+            f"{_first_line(exc)}. Start the server (driftloop up), fix "
+            "MLFLOW_TRACKING_URI, or unset it to use the local store."
+        ) from exc
     try:
         yield active
-    except (KeyboardInterrupt, SystemExit):
-        mlflow.end_run(status="KILLED")
-        raise
-    except BaseException:
-        mlflow.end_run(status="FAILED")
+    except BaseException as exc:
+        mlflow.end_run(status="KILLED" if _is_termination(exc) else "FAILED")
         raise
     mlflow.end_run(status="FINISHED")
+
+
+def _is_termination(exc: BaseException) -> bool:
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        return True
+    # Prefect raises this in a flow's process when the run is cancelled (SIGTERM).
+    return type(exc).__name__ == "TerminationSignal"
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def _owner() -> dict[str, str]:
+    import socket
+
+    import psutil
+
+    return {
+        HOST_TAG: socket.gethostname(),
+        PID_TAG: str(os.getpid()),
+        STARTED_TAG: f"{psutil.Process().create_time():.3f}",
+    }
+
+
+def _owner_alive(tags: dict[str, str]) -> bool:
+    """Whether the process that opened a run (on this host) still runs."""
+    import psutil
+
+    try:
+        process = psutil.Process(int(tags[PID_TAG]))
+        return f"{process.create_time():.3f}" == tags.get(STARTED_TAG)
+    except (KeyError, ValueError, psutil.Error):
+        return False
+
+
+def sweep_orphans(experiment: str) -> list[str]:
+    """End KILLED the RUNNING runs of this host whose process is gone; their ids.
+
+    Runs opened on another host are left alone: from here there is no telling
+    whether their process lives.
+    """
+    import socket
+
+    from mlflow.entities import RunStatus
+
+    store = client()
+    host = socket.gethostname()
+    orphans = [
+        found
+        for found in store.search_runs(
+            [experiment],
+            f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'",
+            max_results=200,
+        )
+        if not _owner_alive(found.data.tags)
+    ]
+    for orphan in orphans:
+        run_id = orphan.info.run_id
+        store.set_tag(run_id, "driftloop.ended_by", "its process was gone")
+        store.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+        log.warning(
+            "mlflow run=%s pid=%s was still RUNNING with its process gone: now KILLED",
+            run_id,
+            orphan.data.tags.get(PID_TAG),
+        )
+    return [orphan.info.run_id for orphan in orphans]
 
 
 def log_report(summary: dict[str, Any], artifact: str = "summary.json") -> None:
@@ -139,3 +238,8 @@ def run_link(run_id: str) -> str | None:
     if not tracking_uri().startswith(("http://", "https://")):
         return None
     return run_url(client().get_run(run_id))
+
+
+def artifact_key(*parts: str) -> str:
+    """A Prefect artifact key (lowercase letters, digits, dashes) from any names."""
+    return re.sub(r"[^a-z0-9]+", "-", "-".join(parts).lower()).strip("-")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -169,7 +168,7 @@ def _columns(rows: list[dict]) -> dict[str, list]:
 def _publish(verdict: steps.Verdict, tags: dict[str, str], url: str | None) -> None:
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    key = re.sub(r"[^a-z0-9-]+", "-", f"canary-{tags['use_case']}".lower())
+    key = tracking.artifact_key("canary", tags["use_case"])
     title = (
         f"{verdict.decision}: canary v{tags['canary_version']} vs champion "
         f"v{tags['champion_version']}, {tags['window']}"

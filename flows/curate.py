@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import warnings
 from collections import Counter
 from datetime import UTC, datetime
@@ -479,7 +478,7 @@ def _publish(card: dict[str, Any], path: str, url: str | None) -> None:
 
     link = f"\n[MLflow run]({url})\n" if url else ""
     create_markdown_artifact(
-        key=f"dataset-card-{re.sub(r'[^a-z0-9-]', '-', card['name'].lower())}",
+        key=tracking.artifact_key("dataset-card", card["name"]),
         markdown=render_card(card) + f"\nFiles: `{path}`\n" + link,
         description=f"dataset {card['name']} version {card['version']}",
     )

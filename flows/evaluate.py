@@ -205,7 +205,7 @@ def _publish(decision, tags: dict, url: str | None) -> None:
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     create_table_artifact(
-        key=f"gate-{tags['use_case']}".lower().replace("_", "-"),
+        key=tracking.artifact_key("gate", tags["use_case"]),
         table=decision.table(),
         description=(
             f"{tags['decision']}: challenger v{tags['challenger_version']} vs champion "
@@ -213,7 +213,7 @@ def _publish(decision, tags: dict, url: str | None) -> None:
         ),
     )
     create_markdown_artifact(
-        key=f"gate-reasons-{tags['use_case']}".lower().replace("_", "-"),
+        key=tracking.artifact_key("gate-reasons", tags["use_case"]),
         markdown="\n".join(f"- {r}" for r in decision.reasons)
         + (f"\n\n[MLflow run]({url})" if url else ""),
     )

@@ -42,7 +42,7 @@ def publish(result: dict[str, Any]) -> None:
     from prefect.artifacts import create_markdown_artifact
 
     create_markdown_artifact(
-        key=f"improve-{result['use_case']}".lower().replace("_", "-"),
+        key=tracking.artifact_key("improve", result["use_case"]),
         markdown=markdown(result),
         description=f"improve {result['use_case']}: {result['status']}",
     )
