@@ -99,11 +99,21 @@ def scrub(frame: pd.DataFrame, scrubber) -> tuple[pd.DataFrame, np.ndarray, Coun
     return out, np.array(safe, dtype=bool), +counts
 
 
+def _unmasked(text: str) -> str:
+    """Text as the patterns must see it: attackers hide words from regexes with
+    full-width or styled letters (NFKC folds them) and with zero-width or other
+    invisible format characters (category Cf, dropped)."""
+    folded = unicodedata.normalize("NFKC", text)
+    return "".join(c for c in folded if unicodedata.category(c) != "Cf")
+
+
 def injection(frame: pd.DataFrame) -> tuple[np.ndarray, Counter]:
     """Keep rows whose user turns hold no injection or jailbreak pattern."""
     keep, hits = [], Counter()
     for conversation in frame["conversation"]:
-        text = "\n".join(m["content"] for m in conversation if m["role"] == "user")
+        text = _unmasked(
+            "\n".join(m["content"] for m in conversation if m["role"] == "user")
+        )
         names = [name for name, p in INJECTION_PATTERNS.items() if p.search(text)]
         hits.update(names[:1])
         keep.append(not names)
