@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,3 +100,24 @@ def unavailable(reason: str) -> None:
     if os.environ.get("DRIFTLOOP_TEST_STRICT"):
         pytest.fail(f"{reason} (DRIFTLOOP_TEST_STRICT is set)", pytrace=False)
     pytest.skip(reason)
+
+
+def wait_for_running_run(experiment: str, process: subprocess.Popen) -> str:
+    """The id of the run `process` opened in `experiment`, once it is RUNNING."""
+    from driftloop import tracking
+
+    client = tracking.client()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        found = client.get_experiment_by_name(experiment)
+        if found is not None:
+            runs = client.search_runs(
+                [found.experiment_id],
+                f"attributes.status = 'RUNNING' and tags.`driftloop.pid` = "
+                f"'{process.pid}'",
+            )
+            if runs:
+                return runs[0].info.run_id
+        assert process.poll() is None, process.stderr.read()[-2000:]
+        time.sleep(0.5)
+    pytest.fail(f"no RUNNING run of pid {process.pid} in {experiment}")

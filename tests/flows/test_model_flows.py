@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from datetime import date
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -27,6 +32,7 @@ from tasks.datasets import DatasetStore, content_version
 from tasks.ingest import ingest_objects, pending_objects
 from tasks.lake import Lake
 from tasks.simulate import SimulationConfig, simulate
+from tests.conftest import wait_for_running_run
 from tests.evals.test_judge import serve_fake
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -224,6 +230,52 @@ class TestFailures:
             [experiment.experiment_id], order_by=["start_time DESC"], max_results=1
         )
         assert last.info.status == "FAILED"
+
+    def test_a_finetune_killed_with_sigkill_moves_no_alias_and_ends_killed(
+        self, lake, dataset, decision
+    ):
+        import psutil
+
+        from driftloop import tracking
+
+        before = {a: registry.find(USE_CASE, a) for a in registry.ALIASES}
+        versions = len(registry.versions(USE_CASE))
+        command = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "driftloop"),
+                "finetune",
+                "--dataset",
+                dataset["version"],
+                "--lake",
+                lake,
+            ],
+            env=os.environ.copy(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        run_id = wait_for_running_run("driftloop-finetune", command)
+        # Kill while the training child works: the whole group, no goodbye.
+        deadline = time.monotonic() + 120
+        while not any(
+            "tasks.finetune" in " ".join(child.cmdline())
+            for child in psutil.Process(command.pid).children(recursive=True)
+        ):
+            assert time.monotonic() < deadline, "the training child never started"
+            time.sleep(0.2)
+        os.killpg(command.pid, signal.SIGKILL)
+        command.wait(timeout=60)
+
+        after = {a: registry.find(USE_CASE, a) for a in registry.ALIASES}
+        assert {a: v and v.version for a, v in after.items()} == {
+            a: v and v.version for a, v in before.items()
+        }
+        assert len(registry.versions(USE_CASE)) == versions
+        # The next run of the experiment finds the killed one and ends it KILLED.
+        with tracking.run("driftloop-finetune", run_name="after the kill"):
+            pass
+        assert MlflowClient().get_run(run_id).info.status == "KILLED"
 
     def test_a_missing_dataset_version_is_a_clear_error(self, lake):
         from driftloop.errors import ConfigError

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from driftloop import tracking
 from driftloop.errors import TrackingError
-from tests.conftest import _free_port
+from tests.conftest import _free_port, wait_for_running_run
 
 WRITERS, METRICS_EACH = 4, 200
 
@@ -110,7 +110,7 @@ class TestNoRunLeftRunning:
             text=True,
         )
         try:
-            run_id = _wait_for_running_run("driftloop-ingest", command)
+            run_id = wait_for_running_run("driftloop-ingest", command)
             command.send_signal(signal.SIGTERM)
             time.sleep(1)
         finally:
@@ -119,25 +119,6 @@ class TestNoRunLeftRunning:
         assert command.returncode == 128 + signal.SIGTERM
         assert _status(run_id) == "KILLED"
         assert not (tmp_path / "lake" / "_manifest").exists()  # nothing committed
-
-
-def _wait_for_running_run(experiment: str, process: subprocess.Popen) -> str:
-    """The id of the run `process` opened in `experiment`, once it is RUNNING."""
-    client = tracking.client()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        found = client.get_experiment_by_name(experiment)
-        if found is not None:
-            runs = client.search_runs(
-                [found.experiment_id],
-                f"attributes.status = 'RUNNING' and tags.`driftloop.pid` = "
-                f"'{process.pid}'",
-            )
-            if runs:
-                return runs[0].info.run_id
-        assert process.poll() is None, process.stderr.read()[-2000:]
-        time.sleep(0.5)
-    pytest.fail(f"no RUNNING run of pid {process.pid} in {experiment}")
 
 
 # One process per writer, each its own driftloop run in one new experiment (so the
