@@ -72,6 +72,38 @@ class IngestSettings(BaseSettings):
     )
 
 
+class LakeLockSettings(BaseSettings):
+    """How runs that write the lake's manifest (ingest, compaction) take turns."""
+
+    model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_LAKE_LOCK_", extra="ignore")
+
+    timeout_s: float = Field(
+        300,
+        ge=0,
+        le=86_400,
+        description=(
+            "Seconds a run waits for another run's lock before failing with the "
+            "holder's name; 0 fails at once."
+        ),
+    )
+    lease_s: float = Field(
+        60,
+        ge=1,
+        le=3_600,
+        description=(
+            "S3 lakes: seconds a lock outlives its holder's last renewal (renewed "
+            "every third of it); a killed run's lock is taken over after this."
+        ),
+    )
+    required: bool = Field(
+        True,
+        description=(
+            "false: on an S3 endpoint without conditional writes, run unlocked (with a "
+            "warning) instead of refusing; only one run may then write at a time."
+        ),
+    )
+
+
 class DaskSettings(BaseSettings):
     """Where the monitor's comparisons run: in the flow's process or on Dask."""
 

@@ -87,13 +87,18 @@ def is_log_object(key: str) -> bool:
 
 def pending_objects(source: Store, lake: Lake) -> list[ObjectInfo]:
     """The source's log objects that no manifest entry has committed yet."""
-    manifest = lake.manifest()
+    logs = [info for info in source.list() if is_log_object(info.key)]
+    return _uncommitted(source, logs, lake.manifest(columns=["object_id"]))
+
+
+def _uncommitted(
+    source: Store, objects: list[ObjectInfo], manifest: pa.Table
+) -> list[ObjectInfo]:
     done = set(manifest["object_id"].to_pylist())
     return [
         info
-        for info in source.list()
-        if is_log_object(info.key)
-        and object_id(source.describe(info.key), info.etag) not in done
+        for info in objects
+        if object_id(source.describe(info.key), info.etag) not in done
     ]
 
 
@@ -107,36 +112,58 @@ def ingest_objects(
 ) -> IngestReport:
     """Land `objects` in order, committing the manifest every few objects.
 
+    The whole run holds the lake lock (see `Lake.lock`), so two runs never decide
+    duplicates against the same index; objects another run committed since they were
+    planned are skipped.
+
     The next object is read and normalised in a second thread while the current one
     is deduplicated and written: Arrow and the store release the GIL, so the two
     overlap. Landing stays in order, so dedup decisions do not depend on timing.
     """
     settings = settings or IngestSettings()
     run_id = uuid.uuid4().hex
-    index = lake.index(lake.manifest())
     report = IngestReport()
-    batch: list[Entry] = []
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as pool:
-        upcoming = _read_ahead(pool, source, objects[0], mapping) if objects else None
-        for i, info in enumerate(objects):
-            prepared = upcoming
-            if i + 1 < len(objects):
-                upcoming = _read_ahead(pool, source, objects[i + 1], mapping)
-            result, entry = land_object(
-                source, lake, info, prepared, index, mapping, settings
+    with lake.lock("ingest", run_id):
+        objects, index = _replan(source, lake, objects)
+        batch: list[Entry] = []
+        with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as pool:
+            upcoming = (
+                _read_ahead(pool, source, objects[0], mapping) if objects else None
             )
-            report.add(result)
-            if entry is not None:
-                batch.append(entry)
-            if len(batch) >= settings.objects_per_commit:
-                lake.commit(batch, run_id)
-                batch = []
-            if on_object is not None:
-                on_object(result)
-    if batch:
-        lake.commit(batch, run_id)
-    lake.compact()
+            for i, info in enumerate(objects):
+                prepared = upcoming
+                if i + 1 < len(objects):
+                    upcoming = _read_ahead(pool, source, objects[i + 1], mapping)
+                result, entry = land_object(
+                    source, lake, info, prepared, index, mapping, settings
+                )
+                report.add(result)
+                if entry is not None:
+                    batch.append(entry)
+                if len(batch) >= settings.objects_per_commit:
+                    lake.commit(batch, run_id)
+                    batch = []
+                if on_object is not None:
+                    on_object(result)
+        if batch:
+            lake.commit(batch, run_id)
+        lake.compact()
     return report
+
+
+def _replan(
+    source: Store, lake: Lake, objects: list[ObjectInfo]
+) -> tuple[list[ObjectInfo], DedupIndex]:
+    """Under the lock: drop objects committed since planning; load the index."""
+    manifest = lake.manifest(columns=["id_hashes"])
+    todo = _uncommitted(source, objects, manifest)
+    if len(todo) < len(objects):
+        log.info(
+            "lake=%s skipped=%d objects committed by another run since planned",
+            lake.uri,
+            len(objects) - len(todo),
+        )
+    return todo, lake.index(manifest)
 
 
 def _read_ahead(pool, source, info, mapping) -> Future | None:
