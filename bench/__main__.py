@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench import curate, embedding, finetune, ingest, monitor
+from bench import curate, embedding, finetune, ingest, monitor, soak
 
 BENCHMARKS = {
     "ingest": ingest.run,
@@ -23,6 +23,7 @@ BENCHMARKS = {
     "monitor": monitor.run,
     "curate": curate.run,
     "finetune": finetune.run,
+    "soak": soak.run,
 }
 RESULTS = Path(__file__).parent / "results"
 
