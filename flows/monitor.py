@@ -61,10 +61,24 @@ class MonitorParams(BaseModel):
 
 @task(cache_policy=NO_CACHE)
 def compare(
-    reference, current, model, window_label, reference_label, settings, embedder
+    reference,
+    current,
+    model,
+    window_label,
+    reference_label,
+    settings,
+    embedder,
+    skipped_parts=None,
 ):
-    """Run every check of one use case and window; log it to MLflow and Prefect."""
+    """Run every check of one use case and window; log it to MLflow and Prefect.
+
+    `skipped_parts` maps lake parts that could not be read for these windows to why:
+    the verdict stands on the rest, and says so.
+    """
     logger = get_run_logger()
+    skipped_parts = skipped_parts or {}
+    for path, why in skipped_parts.items():
+        logger.warning("model=%s part=%s unreadable, skipped: %s", model, path, why)
     totals = (len(reference), len(current))
     tags = {
         "model": model or "(all)",
@@ -110,6 +124,12 @@ def compare(
                 _log_run(result, html)
         if short is not None:
             _log_run(result, None)
+        if skipped_parts:
+            import mlflow
+
+            mlflow.log_metric("skipped_parts", len(skipped_parts))
+            mlflow.log_dict(skipped_parts, "skipped-parts.json")
+        result["skipped_parts"] = sorted(skipped_parts)
         url = tracking.run_url(run)
         result["mlflow_run_id"] = run.info.run_id
     _publish(result, url)
@@ -194,8 +214,10 @@ def _lake_comparisons(params: MonitorParams, shared: dict) -> Iterator[dict]:
     """The parameters of `compare` for each window pair and use case, loaded lazily."""
     lake = Lake(open_store(params.lake))
     for current_window, reference_window in plan(params):
+        lake.unreadable.clear()  # what these two windows could not read, reported
         current_all = load_window(lake, current_window)
         reference_all = load_window(lake, reference_window)
+        skipped = dict(lake.unreadable)
         models = [params.model] if params.model else models_in(current_all) or [None]
         for model in models:
             pick = (
@@ -209,6 +231,7 @@ def _lake_comparisons(params: MonitorParams, shared: dict) -> Iterator[dict]:
                 "model": model,
                 "window_label": current_window.label(),
                 "reference_label": reference_window.label(),
+                "skipped_parts": skipped,
                 **shared,
             }
 

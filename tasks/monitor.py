@@ -280,6 +280,14 @@ def markdown(result: dict[str, Any], mlflow_url: str | None) -> str:
         ]
         lines += [f"> {example}" for example in topic["examples"][:3]]
     lines += ["", f"Sample: {result['sample']['why']}"]
+    skipped = result.get("skipped_parts") or []
+    if skipped:
+        lines += [
+            "",
+            f"**{len(skipped)} lake part(s) could not be read and were skipped**; "
+            "the verdict stands on the rest:",
+        ]
+        lines += [f"- `{path}`" for path in skipped]
     if mlflow_url:
         lines += ["", f"Full evidence in MLflow: {mlflow_url}"]
     return "\n".join(lines)
