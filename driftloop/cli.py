@@ -74,8 +74,10 @@ def _terminate(signum: int, frame: Any) -> None:
 
 def _lake(lake: str | None) -> str:
     from driftloop.settings import HomeSettings
+    from driftloop.storage import refuse_credentials
 
-    return lake or HomeSettings().lake_uri()
+    # Refused here, before a flow run records the URI among its parameters.
+    return refuse_credentials(lake or HomeSettings().lake_uri())
 
 
 def _print(result: dict[str, Any], as_json: bool, title: str) -> None:
@@ -117,8 +119,12 @@ def ingest(
     from flows.ingest import ingest as ingest_flow
 
     try:
+        from driftloop.storage import refuse_credentials
+
         params = IngestParams(
-            source=source, lake=_lake(lake), mapping=str(mapping) if mapping else None
+            source=refuse_credentials(source),
+            lake=_lake(lake),
+            mapping=str(mapping) if mapping else None,
         )
         result = ingest_flow(params)
     except DriftloopError as exc:

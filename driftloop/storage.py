@@ -32,7 +32,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from driftloop.errors import StorageError
+from driftloop.errors import ConfigError, StorageError
 from driftloop.settings import S3Settings
 
 log = logging.getLogger(__name__)
@@ -594,8 +594,27 @@ class _S3Lease:
                 )
 
 
+def refuse_credentials(uri: str) -> str:
+    """Return `uri`, or refuse it when it carries a user or password.
+
+    Credentials in a store URI would be written wherever the URI is (Prefect's flow
+    run parameters, logs), and boto3 would not even use them: they belong in the
+    environment, a profile or an instance role.
+    """
+    parts = urlsplit(uri)
+    if parts.scheme and "@" in parts.netloc:
+        shown = f"{parts.scheme}://***@{parts.netloc.rsplit('@', 1)[-1]}{parts.path}"
+        raise ConfigError(
+            f"{shown} carries credentials in the URI, where they would be logged, and "
+            "they are not used: drop them and set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or an instance role instead"
+        )
+    return uri
+
+
 def open_store(uri: str, s3: S3Settings | None = None) -> Store:
     """Open a folder path or an s3:// URI."""
+    refuse_credentials(uri)
     if uri.startswith("s3://"):
         return S3Store(uri, s3)
     if "://" in uri and not uri.startswith("file://"):

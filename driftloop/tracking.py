@@ -138,7 +138,7 @@ def run(
             f"or did not answer a new run in experiment {experiment}: "
             f"{_first_line(exc)}. Start the server (driftloop up), fix "
             "MLFLOW_TRACKING_URI, or unset it to use the local store."
-        ) from exc
+        ) from None  # MLflow's own message, in the chain, repeats the URI unredacted
     try:
         yield active
     except BaseException as exc:
@@ -155,7 +155,12 @@ def _is_termination(exc: BaseException) -> bool:
 
 
 def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    return _USERINFO.sub(r"\1***@", line)
+
+
+# user:password@ after a scheme, wherever a URI appears inside a message.
+_USERINFO = re.compile(r"(\b[a-z][\w+.-]*://)[^/@\s]+@", re.IGNORECASE)
 
 
 def _owner() -> dict[str, str]:
