@@ -22,8 +22,12 @@ from tests.conftest import _free_port
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("DRIFTLOOP_HOME", str(tmp_path))
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for name in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI"):
+        # Set, then delete: monkeypatch then restores the variable at teardown
+        # however connect_env left it (a bare delenv of an unset one records nothing,
+        # and the fake stack's address leaked into later tests' subprocesses).
+        monkeypatch.setenv(name, "unset")
+        monkeypatch.delenv(name)
     return tmp_path
 
 

@@ -42,15 +42,28 @@ def test_an_ingest_run_logs_its_counts_and_its_prefect_flow_run_to_mlflow(tmp_pa
     assert "mlruns" not in run.info.artifact_uri
 
 
-def test_an_s3_source_is_tagged_without_credentials(tmp_path, bucket):
+def test_an_s3_source_is_tagged_with_its_uri(tmp_path, bucket):
     boto3.client("s3").put_object(
         Bucket=bucket, Key="logs/a.jsonl", Body=json.dumps(record(1)).encode()
     )
-    source = f"s3://AKIAEXAMPLE:secret@{bucket}/logs"
-    result = ingest(IngestParams(source=source, lake=str(tmp_path / "lake")))
+    result = ingest(
+        IngestParams(source=f"s3://{bucket}/logs", lake=str(tmp_path / "lake"))
+    )
     assert result["landed"] == 1
     (run,) = ingest_runs(f"s3://{bucket}/logs")
-    assert "secret" not in json.dumps(run.data.tags)
+    assert run.data.tags["source"] == f"s3://{bucket}/logs"
+
+
+def test_an_s3_source_with_credentials_is_refused_before_a_run_records_it(
+    tmp_path, bucket
+):
+    from driftloop.errors import ConfigError
+
+    source = f"s3://AKIAEXAMPLE:secret@{bucket}/logs"
+    with pytest.raises(ConfigError, match="carries credentials") as caught:
+        ingest(IngestParams(source=source, lake=str(tmp_path / "lake")))
+    assert "secret" not in str(caught.value)
+    assert ingest_runs(f"s3://{bucket}/logs") == []
 
 
 def test_a_missing_bucket_fails_the_flow_with_a_clear_message_and_a_failed_run(
