@@ -26,8 +26,12 @@ install: $(VENV)/.installed
 # adapter on it (over a small base pre-trained on the pre-launch traffic), let the
 # gate judge it against that champion, trace the champion back to the logs, and say
 # what is there and where to look.
+# The demo has a home of its own, fresh each time but for its embedding cache, so a
+# second `make demo` behaves as the first and your own .driftloop is left alone.
+demo: export DRIFTLOOP_HOME = $(CURDIR)/$(DEMO)
 demo: install
-	rm -rf $(DEMO)
+	mkdir -p $(DEMO)
+	find $(DEMO) -mindepth 1 -maxdepth 1 ! -name cache -exec rm -rf {} +
 	$(BIN)/driftloop simulate --out $(DEMO)/logs --days 14 --per-day 2000 \
 		--scenario new-topic --drift-day 10 --seed 7 \
 		--model support-assistant --model sales-assistant
@@ -45,11 +49,12 @@ demo: install
 
 # A Prefect server and an MLflow server with their UIs, a worker, and prefect.yaml
 # deployed: the loop then runs by itself. `make down` stops what `make up` started.
+# They serve the demo's home unless DRIFTLOOP_HOME names another.
 up: install
-	$(BIN)/driftloop up
+	DRIFTLOOP_HOME=$${DRIFTLOOP_HOME:-$(CURDIR)/$(DEMO)} $(BIN)/driftloop up
 
 down:
-	$(BIN)/driftloop down
+	DRIFTLOOP_HOME=$${DRIFTLOOP_HOME:-$(CURDIR)/$(DEMO)} $(BIN)/driftloop down
 
 test: install
 	$(BIN)/python -m pytest
