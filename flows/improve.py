@@ -78,7 +78,6 @@ def improve(params: ImproveParams) -> dict[str, Any]:
 
     # Fine-tune, unless a challenger was already trained on this very version.
     challenger = trained_on(params.use_case, dataset["version"])
-    finetune_run_id = challenger.run_id if challenger else None
     if challenger is None:
         trained = finetune(
             FinetuneParams(
@@ -86,7 +85,6 @@ def improve(params: ImproveParams) -> dict[str, Any]:
             )
         )
         challenger = registry.get(params.use_case, trained["version"])
-        finetune_run_id = trained["mlflow_run_id"]
     else:
         logger.info(
             "use_case=%s dataset=%s already trained as version=%s; not training again",
@@ -101,7 +99,7 @@ def improve(params: ImproveParams) -> dict[str, Any]:
         "dataset_version": dataset["version"],
         "dataset_created": dataset["created"],
         "challenger_version": challenger.version,
-        "finetune_run_id": finetune_run_id,
+        "finetune_run_id": challenger.run_id,  # the run that trained it
     }
     if registry.CHAMPION in challenger.aliases:
         result |= {"status": "unchanged", "reason": "the challenger is the champion"}

@@ -121,3 +121,58 @@ def wait_for_running_run(experiment: str, process: subprocess.Popen) -> str:
         assert process.poll() is None, process.stderr.read()[-2000:]
         time.sleep(0.5)
     pytest.fail(f"no RUNNING run of pid {process.pid} in {experiment}")
+
+
+def mlflow_texts(run_id: str) -> dict[str, str]:
+    """Everything a run shows as text: params, tags, metric names, every artifact."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    texts = {
+        f"{run_id}/params": json.dumps(run.data.params),
+        f"{run_id}/tags": json.dumps(run.data.tags),
+        f"{run_id}/metric names": json.dumps(sorted(run.data.metrics)),
+    }
+    folder = Path(client.download_artifacts(run_id, ""))
+    for path in folder.rglob("*"):
+        if path.is_file():
+            texts[f"{run_id}/{path.relative_to(folder)}"] = path.read_text(
+                encoding="utf-8", errors="replace"
+            )
+    return texts
+
+
+def prefect_texts(flow_run_id) -> dict[str, str]:
+    """A flow run's logs and its artifacts (key, description, data) as text."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+
+    async def read():
+        async with get_client() as client:
+            logs = await client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+            )
+            artifacts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])
+                )
+            )
+            return logs, artifacts
+
+    logs, artifacts = asyncio.run(read())
+    return {
+        f"prefect/{flow_run_id}/logs": "\n".join(log.message for log in logs),
+        f"prefect/{flow_run_id}/artifacts": "\n".join(
+            f"{a.key} {a.description} {a.data}" for a in artifacts
+        ),
+    }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import date
 from pathlib import Path
@@ -19,6 +18,7 @@ from tasks.datasets import DatasetStore, user_hash
 from tasks.ingest import ingest_objects, pending_objects
 from tasks.lake import Lake
 from tasks.simulate import SimulationConfig, simulate
+from tests.conftest import mlflow_texts, prefect_texts
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -193,9 +193,13 @@ class TestPrivacy:
         used = set()
         for result in (first[0], launch[0]):
             used |= set(_examples(lake, result)["request_id"])
-            texts |= _mlflow_texts(result["mlflow_run_id"])
+            texts |= mlflow_texts(result["mlflow_run_id"])
         for flow_run_id in (first[1], launch[1]):
-            texts |= _prefect_texts(flow_run_id)
+            published = prefect_texts(flow_run_id)
+            assert published[f"prefect/{flow_run_id}/artifacts"], (
+                "the flow run should have published its dataset card"
+            )
+            texts |= published
         # Planted items reached the candidates, so their absence is the scrubber's.
         assert reached & used
         leaks = [
@@ -257,45 +261,3 @@ def _text(path: Path) -> str:
     if path.suffix == ".parquet":
         return pd.read_parquet(path).to_json()
     return path.read_text(encoding="utf-8", errors="replace")
-
-
-def _mlflow_texts(run_id: str) -> dict[str, str]:
-    client = MlflowClient()
-    run = client.get_run(run_id)
-    texts = {
-        f"{run_id}/params": json.dumps(run.data.params),
-        f"{run_id}/tags": json.dumps(run.data.tags),
-    }
-    for artifact in client.list_artifacts(run_id):
-        local = client.download_artifacts(run_id, artifact.path)
-        texts[f"{run_id}/{artifact.path}"] = Path(local).read_text()
-    return texts
-
-
-def _prefect_texts(flow_run_id) -> dict[str, str]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        ArtifactFilter,
-        ArtifactFilterFlowRunId,
-        LogFilter,
-        LogFilterFlowRunId,
-    )
-
-    async def read():
-        async with get_client() as client:
-            logs = await client.read_logs(
-                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
-            )
-            artifacts = await client.read_artifacts(
-                artifact_filter=ArtifactFilter(
-                    flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])
-                )
-            )
-            return logs, artifacts
-
-    logs, artifacts = asyncio.run(read())
-    assert artifacts, "the flow run should have published its dataset card"
-    return {
-        f"prefect/{flow_run_id}/logs": "\n".join(log.message for log in logs),
-        f"prefect/{flow_run_id}/artifacts": "\n".join(str(a.data) for a in artifacts),
-    }

@@ -11,33 +11,22 @@ tests/tasks/test_pii.py.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from datetime import date
-from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from driftloop import tracking
 from driftloop.storage import LocalStore
 from flows.ingest import IngestParams, ingest
 from flows.monitor import MonitorParams, monitor
 from tasks.lake import Lake
-from tasks.simulate import SimulationConfig, simulate
+from tasks.simulate import simulate
+from tests.conftest import mlflow_texts, prefect_texts
+
+# The curate and monitor flows' tests simulate this traffic: embeddings are cache hits.
+from tests.flows.test_curate_flow import CONFIG
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
-
-# The monitor flow's tests simulate the same traffic, so embeddings are cache hits.
-CONFIG = SimulationConfig(
-    days=4,
-    per_day=300,
-    seed=3,
-    scenario="new-topic",
-    drift_day=3,
-    drift_share=0.3,
-    start=date(2026, 11, 1),
-)
 
 
 @pytest.fixture(scope="module")
@@ -77,51 +66,14 @@ def _runs_of(flow_run_ids) -> list:
     ]
 
 
-def _mlflow_texts(run) -> dict[str, str]:
-    client = MlflowClient()
-    run_id = run.info.run_id
-    texts = {
-        f"{run_id}/params": json.dumps(run.data.params),
-        f"{run_id}/tags": json.dumps(run.data.tags),
-        f"{run_id}/metric names": json.dumps(sorted(run.data.metrics)),
-    }
-    folder = Path(client.download_artifacts(run_id, ""))
-    for path in folder.rglob("*"):
-        if path.is_file():
-            texts[f"{run_id}/{path.relative_to(folder)}"] = path.read_text(
-                encoding="utf-8", errors="replace"
-            )
-    return texts
-
-
-def _prefect_texts(flow_run_id) -> dict[str, str]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        ArtifactFilter,
-        ArtifactFilterFlowRunId,
-        LogFilter,
-        LogFilterFlowRunId,
-    )
-
-    async def read():
-        async with get_client() as client:
-            logs = await client.read_logs(
-                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
-            )
-            artifacts = await client.read_artifacts(
-                artifact_filter=ArtifactFilter(
-                    flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])
-                )
-            )
-            return logs, artifacts
-
-    logs, artifacts = asyncio.run(read())
-    return {
-        f"prefect/{flow_run_id}/logs": "\n".join(log.message for log in logs),
-        f"prefect/{flow_run_id}/artifacts": "\n".join(
-            f"{a.key} {a.description} {a.data}" for a in artifacts
-        ),
-    }
+def _leaks(texts: dict[str, str], planted: list[dict]) -> list[tuple[str, str]]:
+    """Where a planted value appears, with its kind."""
+    return [
+        (where, item["kind"])
+        for where, text in texts.items()
+        for item in planted
+        if item["value"] in text
+    ]
 
 
 def test_the_planted_pii_reached_the_monitored_windows(outputs):
@@ -136,27 +88,15 @@ def test_no_planted_pii_in_mlflow_params_tags_metrics_or_artifacts(outputs):
     runs = _runs_of(outputs["flow_runs"])
     texts: dict[str, str] = {}
     for run in runs:
-        texts |= _mlflow_texts(run)
+        texts |= mlflow_texts(run.info.run_id)
     assert any(name.endswith(".html") for name in texts), "Evidently HTML expected"
     assert len(runs) == 1 + len(outputs["verdicts"])  # ingest, a monitor run each
-    leaks = [
-        (where, item["kind"])
-        for where, text in texts.items()
-        for item in outputs["planted"]
-        if item["value"] in text
-    ]
-    assert leaks == []
+    assert _leaks(texts, outputs["planted"]) == []
 
 
 def test_no_planted_pii_in_prefect_artifacts_or_logs(outputs):
     texts: dict[str, str] = {}
     for flow_run_id in outputs["flow_runs"]:
-        texts |= _prefect_texts(flow_run_id)
+        texts |= prefect_texts(flow_run_id)
     assert any("drift" in text for text in texts.values())
-    leaks = [
-        (where, item["kind"])
-        for where, text in texts.items()
-        for item in outputs["planted"]
-        if item["value"] in text
-    ]
-    assert leaks == []
+    assert _leaks(texts, outputs["planted"]) == []
